@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SerializationConfig(AppConfig):
+    name = "serialization"
+    verbose_name = "Serialization"
