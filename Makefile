@@ -21,7 +21,7 @@ venv: $(VENV)/installed
 
 # Local, git-ignored keys for the demo and the tests; production sets real environment variables instead.
 var/local.env: | $(VENV)/installed
-	mkdir -p var
+	mkdir -p var/static
 	$(PY) -c "import secrets; from cryptography.fernet import Fernet; \
 	print('SECRET_KEY=' + secrets.token_urlsafe(50)); \
 	print('SERIAL_MASTER_KEYS=' + Fernet.generate_key().decode())" > $@

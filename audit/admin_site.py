@@ -16,3 +16,9 @@ class BackofficeAdminSite(OTPAdminSite):
         # One login flow for every door: password, then TOTP (or enrolment for a user without a device).
         next_url = request.GET.get(REDIRECT_FIELD_NAME) or reverse("admin:index", current_app=self.name)
         return redirect(f"{reverse('accounts:login')}?{urlencode({REDIRECT_FIELD_NAME: next_url})}")
+
+    def logout(self, request, extra_context=None):
+        # The same sign-out as everywhere else, so it is recorded in the access log.
+        from audit.views import logout_view
+
+        return logout_view(request)

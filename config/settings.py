@@ -142,7 +142,10 @@ LOGOUT_REDIRECT_URL = "accounts:login"
 OTP_TOTP_ISSUER = os.environ.get("OTP_TOTP_ISSUER", "Serialization back-office")
 AXES_FAILURE_LIMIT = int(os.environ.get("AXES_FAILURE_LIMIT", "5"))
 AXES_COOLOFF_TIME = float(os.environ.get("AXES_COOLOFF_HOURS", "1"))
-AXES_LOCKOUT_PARAMETERS = ["username"]
+# Each parameter locks on its own: repeated failures lock the account (whatever address they come from) and the
+# address (whatever account it tries).
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_SENSITIVE_PARAMETERS = ["password", "code", "otp_token", "token"]
 AXES_RESET_ON_SUCCESS = True
 ANONYMOUS_USER_NAME = None  # guardian: no anonymous object permissions
 SESSION_COOKIE_HTTPONLY = True

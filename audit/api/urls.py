@@ -1,0 +1,12 @@
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+
+from audit.api import views
+
+router = SimpleRouter()
+router.register("access-events", views.AccessEventViewSet, basename="access-event")
+
+urlpatterns = [
+    path("me/", views.CurrentUserView.as_view(), name="me"),
+    *router.urls,
+]
