@@ -2,10 +2,11 @@ from django import forms
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from django.utils import timezone
+from simple_history.admin import SimpleHistoryAdmin
 
 from audit import services
 from audit.exceptions import DomainError
-from audit.models import AccessEvent, ApiToken
+from audit.models import AccessEvent, ApiToken, Incident
 
 
 class ApiTokenCreationForm(forms.ModelForm):
@@ -147,4 +148,32 @@ class AccessEventAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Incident)
+class IncidentAdmin(SimpleHistoryAdmin):
+    list_display = ["created_at", "kind", "severity", "status", "title", "subject_type", "subject_id", "owner"]
+    list_filter = ["status", "kind", "severity"]
+    search_fields = ["title", "subject_id", "notes"]
+    readonly_fields = ["kind", "title", "details", "subject_type", "subject_id", "raised_by", "created_at"]
+    fields = [
+        "kind",
+        "severity",
+        "status",
+        "title",
+        "details",
+        "subject_type",
+        "subject_id",
+        "owner",
+        "notes",
+        "raised_by",
+        "created_at",
+        "resolved_at",
+    ]
+
+    def has_add_permission(self, request):
+        return False  # incidents are raised by the features that find them; manual ones come with issue 7's form
+
+    def has_delete_permission(self, request, obj=None):
         return False

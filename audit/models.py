@@ -5,6 +5,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from simple_history.models import HistoricalRecords
 
 
 class AccessEvent(models.Model):
@@ -110,3 +111,56 @@ class ApiToken(models.Model):
 
     def is_active(self, at=None) -> bool:
         return not self.is_revoked and not self.is_expired(at)
+
+
+class Incident(models.Model):
+    """Something QA, security or operations must look at: a reconciliation discrepancy, a failed submission, a break
+    in the audit chain, a security anomaly, a pool running dry, or a manual report. Raised by the features that find
+    them (``audit.services.raise_incident``); worked open → investigating → resolved → closed."""
+
+    class Kind(models.TextChoices):
+        RECONCILIATION = "reconciliation", "Reconciliation discrepancy"
+        SUBMISSION = "submission", "Submission failure"
+        AUDIT_CHAIN = "audit_chain", "Audit-chain break"
+        SECURITY = "security", "Security anomaly"
+        SERIAL_SUPPLY = "serial_supply", "Serial supply"
+        MANUAL = "manual", "Manual"
+
+    class Severity(models.TextChoices):
+        LOW = "low", "Low"
+        MEDIUM = "medium", "Medium"
+        HIGH = "high", "High"
+        CRITICAL = "critical", "Critical"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        INVESTIGATING = "investigating", "Investigating"
+        RESOLVED = "resolved", "Resolved"
+        CLOSED = "closed", "Closed"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.MEDIUM)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    title = models.CharField(max_length=255)
+    details = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    # What the incident is about, by label and id, so audit needs no import of the domain apps.
+    subject_type = models.CharField(max_length=100, blank=True, help_text="e.g. serialization.serialpool")
+    subject_id = models.CharField(max_length=64, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="incidents"
+    )
+    notes = models.TextField(blank=True)
+    raised_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", editable=False
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True, editable=False)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "kind"], name="audit_incident_status_kind")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.title}"

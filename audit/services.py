@@ -20,7 +20,7 @@ from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from audit.exceptions import Conflict, DomainError
-from audit.models import AccessEvent, ApiToken
+from audit.models import AccessEvent, ApiToken, Incident
 
 BACKUP_CODE_COUNT = 10
 TOTP_DEVICE_NAME = "Authenticator app"
@@ -274,3 +274,39 @@ def verify_second_factor(*, user: AbstractBaseUser, token: str) -> SecondFactorC
 
 def _normalise_code(token: str) -> str:
     return re.sub(r"[\s-]", "", token or "").lower()
+
+
+# --- Incidents -------------------------------------------------------------------------------------------------
+
+
+def raise_incident(
+    *,
+    kind: str,
+    title: str,
+    severity: str = "medium",
+    details: dict | None = None,
+    subject=None,
+    actor: AbstractBaseUser | None = None,
+) -> Incident:
+    """Open an incident about ``subject`` (any model instance), unless an unresolved one of the same kind and
+    title is already open for it — a scheduled check that finds the same problem every 15 minutes raises it once."""
+    subject_type = subject._meta.label_lower if subject is not None else ""
+    subject_id = str(subject.pk) if subject is not None else ""
+    open_statuses = [Incident.Status.OPEN, Incident.Status.INVESTIGATING]
+    existing = Incident.objects.filter(
+        kind=kind, title=title, subject_type=subject_type, subject_id=subject_id, status__in=open_statuses
+    ).first()
+    if existing is not None:
+        return existing
+    incident = Incident(
+        kind=kind,
+        title=title,
+        severity=severity,
+        details=_without_secrets(details or {}),
+        subject_type=subject_type,
+        subject_id=subject_id,
+        raised_by=actor,
+    )
+    incident._history_user = actor
+    incident.save()
+    return incident

@@ -6,7 +6,7 @@ from django.test import RequestFactory
 
 from audit import services
 from audit.exceptions import DomainError
-from audit.models import AccessEvent
+from audit.models import AccessEvent, Incident
 from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db
@@ -74,3 +74,17 @@ def test_django_q_tasks_run_synchronously_in_tests():
     event = AccessEvent.objects.get(username="q-worker")
     assert event.target == "allocation 7"
     assert result(task_id) == event
+
+
+def test_raise_incident_opens_once_per_subject_until_resolved():
+    subject = make_user(username="subject")
+    first = services.raise_incident(kind="serial_supply", title="Pool low", subject=subject, details={"available": 3})
+    again = services.raise_incident(kind="serial_supply", title="Pool low", subject=subject, details={"available": 2})
+    assert again.pk == first.pk
+    assert (first.subject_type, first.subject_id, first.details) == ("auth.user", str(subject.pk), {"available": 3})
+
+    Incident.objects.filter(pk=first.pk).update(status=Incident.Status.RESOLVED)
+    third = services.raise_incident(kind="serial_supply", title="Pool low", subject=subject)
+    assert third.pk != first.pk
+    assert Incident.objects.filter(kind="serial_supply").count() == 2
+    assert third.history.count() == 1
