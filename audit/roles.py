@@ -51,11 +51,13 @@ ROLE_GRANTS: dict[str, tuple[Grant, ...]] = {
     Role.STEWARD: (
         grant("masterdata", ADD, CHANGE, VIEW),
         grant("serialization", ADD, CHANGE, VIEW),
-        grant("audit", VIEW, models=["accessevent"]),
+        grant("audit", VIEW, models=["accessevent", "incident"]),
     ),
     Role.QA: (
         grant("masterdata", VIEW),
         grant("serialization", VIEW, CHANGE),
+        # QA works the incidents (reconciliation discrepancies) through to resolution.
+        grant("audit", VIEW, CHANGE, models=["incident"]),
     ),
     Role.LINE_SYSTEM: (
         grant("masterdata", VIEW),

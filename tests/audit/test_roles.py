@@ -36,11 +36,16 @@ def test_roles_on_audit_models_are_exact():
     audit = {role: {p for p in role_permissions(role) if p.startswith("audit.")} for role in Role}
 
     assert audit == {
-        Role.STEWARD: {"audit.view_accessevent"},
-        Role.QA: set(),
+        Role.STEWARD: {"audit.view_accessevent", "audit.view_incident"},
+        Role.QA: {"audit.view_incident", "audit.change_incident"},
         Role.LINE_SYSTEM: set(),
         Role.CMO_USER: set(),
-        Role.AUDITOR: {"audit.view_accessevent", "audit.view_apitoken"},
+        Role.AUDITOR: {
+            "audit.view_accessevent",
+            "audit.view_apitoken",
+            "audit.view_incident",
+            "audit.view_historicalincident",
+        },
     }
 
 
@@ -48,9 +53,13 @@ def test_roles_cover_every_current_model_of_their_apps():
     assert role_permissions(Role.STEWARD) == (
         codenames("masterdata", "add", "change", "view")
         | codenames("serialization", "add", "change", "view")
-        | {"audit.view_accessevent"}
+        | {"audit.view_accessevent", "audit.view_incident"}
     )
-    assert role_permissions(Role.QA) == codenames("masterdata", "view") | codenames("serialization", "view", "change")
+    assert role_permissions(Role.QA) == (
+        codenames("masterdata", "view")
+        | codenames("serialization", "view", "change")
+        | {"audit.view_incident", "audit.change_incident"}
+    )
     assert role_permissions(Role.LINE_SYSTEM) == codenames("masterdata", "view") | codenames(
         "serialization", "add", "view"
     )
@@ -59,7 +68,7 @@ def test_roles_cover_every_current_model_of_their_apps():
         codenames("masterdata", "view")
         | codenames("serialization", "view")
         | codenames("partners", "view")
-        | {"audit.view_accessevent", "audit.view_apitoken"}
+        | {"audit.view_accessevent", "audit.view_apitoken", "audit.view_incident", "audit.view_historicalincident"}
     )
 
 
