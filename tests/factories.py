@@ -113,7 +113,7 @@ def make_product(*, owner=None, product_code=None, markets=(), **overrides):
     from masterdata.models import Market, Product
 
     owner = owner or make_company()
-    prefix = owner.prefixes.order_by("pk").first()
+    prefix = owner.prefixes.order_by("pk").first() or make_prefix(company=owner)
     fields = {
         "code_schema": Product.CodeSchema.GTIN,
         "company_prefix_length": prefix.length if prefix else None,
