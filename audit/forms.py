@@ -30,13 +30,20 @@ class PasswordStepForm(AuthenticationForm):
             raise
 
 
+class _CodeInput(forms.TextInput):
+    """A refused one-time code is never shown again: the field comes back empty for the next attempt."""
+
+    def format_value(self, value):
+        return None
+
+
 class CodeForm(forms.Form):
     """Step 2: a 6-digit code from the authenticator app or, at sign-in, a one-time backup code."""
 
     code = forms.CharField(
         label="Code",
         max_length=32,
-        widget=forms.TextInput(
+        widget=_CodeInput(
             attrs={"autocomplete": "one-time-code", "autofocus": True, "spellcheck": "false", "autocapitalize": "off"}
         ),
     )

@@ -212,6 +212,8 @@ else:
 # it never changes a serial, because serials depend only on the pool key.
 SERIAL_MASTER_KEYS = env_list("SERIAL_MASTER_KEYS")
 SERIAL_MAX_PER_REQUEST = int(os.environ.get("SERIAL_MAX_PER_REQUEST", "500000"))
+# Larger allocations are not streamed in the request; the client creates a background export job instead.
+SERIAL_STREAM_MAX = int(os.environ.get("SERIAL_STREAM_MAX", "200000"))
 
 # --- Files, static, i18n -----------------------------------------------------------------------------------------
 STATIC_URL = "static/"
