@@ -1,0 +1,540 @@
+"""The steward's admin for the serial engine: pools with their counts, fill and import, allocations and releases,
+export and import jobs.
+
+Every write goes through ``serialization.services`` (the admin never moves a counter itself), rows are scoped by the
+same selectors as the API, and no page shows a pool's wrapped key or a listed serial's extra parameters. Pools are
+saved with ``update_fields`` only: a full save would write back counters read before a concurrent allocation.
+"""
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import FileResponse, Http404, HttpResponseRedirect
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from simple_history.admin import SimpleHistoryAdmin
+from simple_history.template_utils import HistoricalRecordContextHelper
+
+from audit.exceptions import DomainError
+from masterdata import selectors as masterdata_selectors
+from masterdata.models import CompanyPrefix
+from serialization import selectors
+from serialization.models import (
+    Allocation,
+    AllocationRange,
+    ExportJob,
+    ImportJob,
+    Release,
+    SerialPool,
+)
+from serialization.services import create_generated_pool, create_list_pool, fill_pool, release_serials
+from serialization.services.exports import open_export_download
+from serialization.services.imports import start_import
+
+SECRET_FIELDS = frozenset({"encrypted_key"})
+
+
+class _NoSecretsHistoryHelper(HistoricalRecordContextHelper):
+    """History diffs without the wrapped pool key (history rows keep it; the page must not show it)."""
+
+    def context_for_delta_changes(self, delta):
+        return [change for change in super().context_for_delta_changes(delta) if change["field"] not in SECRET_FIELDS]
+
+
+def _add_service_error(form: forms.Form, exc: Exception) -> None:
+    """Show a service's DomainError or model ValidationError on the form field it names (or above the form)."""
+    if isinstance(exc, DomainError):
+        form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        return
+    if isinstance(exc, ValidationError) and hasattr(exc, "error_dict"):
+        for field, errors in exc.message_dict.items():
+            for message in errors:
+                form.add_error(field if field in form.fields else None, message)
+        return
+    form.add_error(None, exc)
+
+
+# --- pools ------------------------------------------------------------------------------------------------------
+
+
+class PoolCreationForm(forms.Form):
+    """A new pool: generated (own generator, for a product or SSCCs under a prefix) or an empty list pool."""
+
+    source = forms.ChoiceField(
+        choices=[(SerialPool.Source.GENERATOR, SerialPool.Source.GENERATOR.label)]
+        + [(s, SerialPool.Source(s).label) for s in SerialPool.LIST_SOURCES],
+        initial=SerialPool.Source.GENERATOR,
+    )
+    product = forms.ModelChoiceField(queryset=None, required=False, help_text="For unit serials")
+    sscc_prefix = forms.ModelChoiceField(
+        queryset=None, required=False, label="SSCC company prefix", help_text="For SSCCs (generated pools only)"
+    )
+    extension_digit = forms.RegexField(regex=r"^\d$", required=False, label="SSCC extension digit")
+    name = forms.CharField(max_length=200, required=False, help_text="Defaults to the product code and name")
+    alphabet = forms.CharField(max_length=82, required=False, help_text="Defaults to the product's market rule")
+    length = forms.IntegerField(min_value=1, max_value=20, required=False, help_text="Defaults to the market rule")
+    no_leading_zero = forms.BooleanField(required=False)
+    randomised = forms.NullBooleanField(
+        widget=forms.Select(choices=[("unknown", "As the markets require"), ("true", "Yes"), ("false", "No")]),
+        required=False,
+    )
+    initial_fill = forms.IntegerField(min_value=0, initial=0, required=False)
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["product"].queryset = masterdata_selectors.list_products(user=user)
+        self.fields["sscc_prefix"].queryset = CompanyPrefix.objects.filter(
+            company__in=masterdata_selectors.list_companies(user=user)
+        ).select_related("company")
+
+    def clean(self):
+        data = super().clean()
+        product, prefix = data.get("product"), data.get("sscc_prefix")
+        if (product is None) == (prefix is None):
+            raise ValidationError("Choose a product (unit serials) or an SSCC company prefix, not both.")
+        if prefix is not None and data.get("source") != SerialPool.Source.GENERATOR:
+            self.add_error("source", "SSCC pools are generated: choose “Own generator”.")
+        if prefix is not None and not data.get("extension_digit"):
+            self.add_error("extension_digit", "An SSCC pool needs its extension digit, 0–9.")
+        return data
+
+    def create(self, *, actor) -> SerialPool:
+        data = self.cleaned_data
+        product, prefix = data["product"], data["sscc_prefix"]
+        owner = product.owner if product is not None else prefix.company
+        if data["source"] != SerialPool.Source.GENERATOR:
+            return create_list_pool(owner=owner, actor=actor, product=product, source=data["source"], name=data["name"])
+        return create_generated_pool(
+            owner=owner,
+            actor=actor,
+            product=product,
+            sscc_prefix=prefix,
+            extension_digit=data["extension_digit"] or None,
+            name=data["name"],
+            alphabet=data["alphabet"] or None,
+            length=data["length"],
+            no_leading_zero=data["no_leading_zero"],
+            randomised=data["randomised"],
+            initial_fill=data["initial_fill"] or 0,
+        )
+
+
+class FillPoolForm(forms.Form):
+    quantity = forms.IntegerField(min_value=1, help_text="Serials to add to the pool's Available count")
+    reason = forms.CharField(max_length=200, initial="fill", help_text="Kept in the pool's fill record")
+
+
+class ImportSerialsForm(forms.Form):
+    file = forms.FileField(help_text="The serial list as delivered")
+    layout = forms.ChoiceField(choices=ImportJob.Layout.choices)
+
+
+@admin.register(SerialPool)
+class SerialPoolAdmin(SimpleHistoryAdmin):
+    list_display = [
+        "name",
+        "code",
+        "kind",
+        "source",
+        "format",
+        "randomised",
+        "filled",
+        "available_count",
+        "assigned_count",
+        "issue_limit",
+    ]
+    list_filter = ["kind", "source", "randomised"]
+    search_fields = ["name", "product_code", "sscc_prefix"]
+    list_select_related = ["owner"]
+    editable = ["name", "min_available", "max_available", "max_per_request"]
+    fieldsets = [
+        (None, {"fields": ["name", "owner", "kind", "product", "code", "source", "created_by", "created_at"]}),
+        ("Number format", {"fields": ["alphabet", "length", "no_leading_zero", "randomised", "issue_limit"]}),
+        ("Counts", {"fields": ["filled", "assigned_count", "available_count", "next_index", "free"]}),
+        ("Limits and replenishment", {"fields": ["max_per_request", "min_available", "max_available"]}),
+    ]
+    change_form_template = "admin/serialization/serialpool/change_form.html"
+
+    def get_queryset(self, request):
+        return selectors.scope_pools(super().get_queryset(request), user=request.user)
+
+    def get_readonly_fields(self, request, obj=None):
+        every = [field for fieldset in self.fieldsets for field in fieldset[1]["fields"]]
+        return [field for field in every if field not in self.editable]
+
+    @admin.display(description="format")
+    def format(self, pool: SerialPool) -> str:
+        return f"{pool.length} × {pool.alphabet[:12]}{'…' if len(pool.alphabet) > 12 else ''}"
+
+    @admin.display(description="available")
+    def available_count(self, pool: SerialPool) -> int:
+        return pool.available
+
+    @admin.display(description="assigned")
+    def assigned_count(self, pool: SerialPool) -> int:
+        return pool.assigned
+
+    def save_model(self, request, obj, form, change):
+        changed = [field for field in form.changed_data if field in self.editable]
+        if change and changed:
+            obj._history_user = request.user
+            obj.save(update_fields=changed)
+
+    def get_historical_record_context_helper(self, request, historical_record):
+        return _NoSecretsHistoryHelper(self.model, historical_record)
+
+    def revert_disabled(self, request, obj=None) -> bool:
+        return True  # a reverted pool would carry settings from before its fills and allocations
+
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/fill/",
+                self.admin_site.admin_view(self.fill_view),
+                name="serialization_serialpool_fill",
+            ),
+            path(
+                "<path:object_id>/import/",
+                self.admin_site.admin_view(self.import_view),
+                name="serialization_serialpool_import",
+            ),
+            *super().get_urls(),
+        ]
+
+    def add_view(self, request, form_url="", extra_context=None):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = PoolCreationForm(request.POST or None, user=request.user)
+        if request.method == "POST" and form.is_valid():
+            try:
+                pool = form.create(actor=request.user)
+            except (DomainError, ValidationError) as exc:
+                _add_service_error(form, exc)
+            else:
+                self.log_addition(request, pool, [{"added": {}}])
+                self.message_user(request, f"Created pool “{pool}”.", messages.SUCCESS)
+                return redirect(reverse("admin:serialization_serialpool_change", args=[pool.pk]))
+        return self._form_page(request, form, None, "Add serial pool", "admin/serialization/serialpool/add.html")
+
+    def fill_view(self, request, object_id):
+        pool = self._pool_or_404(request, object_id)
+        if not request.user.has_perm("serialization.add_poolfill"):
+            raise PermissionDenied
+        form = FillPoolForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            quantity = form.cleaned_data["quantity"]
+            try:
+                fill_pool(pool=pool, quantity=quantity, actor=request.user, reason=form.cleaned_data["reason"])
+            except DomainError as exc:
+                _add_service_error(form, exc)
+            else:
+                self.log_change(request, pool, f"Filled {quantity} serials.")
+                self.message_user(
+                    request, f"Added {quantity:,} serials to “{pool}”: {pool.available:,} available.", messages.SUCCESS
+                )
+                return redirect(reverse("admin:serialization_serialpool_change", args=[pool.pk]))
+        return self._form_page(request, form, pool, f"Fill {pool}", "admin/serialization/serialpool/fill.html")
+
+    def import_view(self, request, object_id):
+        pool = self._pool_or_404(request, object_id)
+        if not request.user.has_perm("serialization.add_importjob"):
+            raise PermissionDenied
+        form = ImportSerialsForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                job = start_import(
+                    pool=pool,
+                    layout=form.cleaned_data["layout"],
+                    uploaded_file=form.cleaned_data["file"],
+                    actor=request.user,
+                )
+            except DomainError as exc:
+                _add_service_error(form, exc)
+            else:
+                self.message_user(
+                    request,
+                    f"Import {job.pk} of {job.original_name or 'the file'} started; its status and error report are "
+                    "on this page.",
+                    messages.SUCCESS,
+                )
+                return redirect(reverse("admin:serialization_importjob_change", args=[job.pk]))
+        return self._form_page(
+            request, form, pool, f"Import serials into {pool}", "admin/serialization/serialpool/import.html"
+        )
+
+    def _pool_or_404(self, request, object_id) -> SerialPool:
+        pool = self.get_object(request, object_id)
+        if pool is None:
+            raise Http404(f"No serial pool with id {object_id} is visible to you.")
+        return pool
+
+    def _form_page(self, request, form, pool, title, template):
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": pool,
+            "form": form,
+            "title": title,
+            "has_view_permission": self.has_view_permission(request, pool),
+        }
+        return TemplateResponse(request, template, context)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        user = request.user
+        context.update(
+            {
+                "can_fill": obj is not None and obj.is_generated and user.has_perm("serialization.add_poolfill"),
+                "can_import": obj is not None and not obj.is_generated and user.has_perm("serialization.add_importjob"),
+            }
+        )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # a pool's serials may have been issued: never deleted
+
+
+# --- allocations --------------------------------------------------------------------------------------------------
+
+
+class _ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class AllocationRangeInline(_ReadOnlyInline):
+    model = AllocationRange
+    fields = ["first_index", "count", "last_index"]
+    readonly_fields = fields
+    verbose_name_plural = "index ranges held"
+
+    @admin.display(description="last index")
+    def last_index(self, row: AllocationRange) -> int:
+        return row.first_index + row.count - 1
+
+
+class ReleaseInline(_ReadOnlyInline):
+    model = Release
+    fields = ["created_at", "quantity", "reason", "released_by"]
+    readonly_fields = fields
+
+
+class ReleaseUnusedForm(forms.Form):
+    reason = forms.CharField(
+        max_length=500, widget=forms.Textarea(attrs={"rows": 3}), help_text="Kept with the release, e.g. “order closed”"
+    )
+
+
+@admin.register(Allocation)
+class AllocationAdmin(SimpleHistoryAdmin):
+    list_display = [
+        "id",
+        "pool",
+        "request_id",
+        "purpose",
+        "reference",
+        "requested_quantity",
+        "quantity",
+        "released",
+        "active",
+        "requested_by",
+        "created_at",
+    ]
+    list_filter = ["purpose", "allow_partial", "created_at"]
+    search_fields = ["request_id", "reference", "pool__product_code", "pool__name"]
+    list_select_related = ["pool", "requested_by"]
+    fields = [
+        "pool",
+        "request_id",
+        "purpose",
+        "reference",
+        "requested_quantity",
+        "quantity",
+        "allow_partial",
+        "released",
+        "active",
+        "requested_by",
+        "created_at",
+    ]
+    readonly_fields = fields
+    inlines = [AllocationRangeInline, ReleaseInline]
+    actions = ["release_unused"]
+
+    def get_queryset(self, request):
+        return selectors.scope_allocations(super().get_queryset(request), user=request.user)
+
+    @admin.display(description="active")
+    def active(self, allocation: Allocation) -> int:
+        return allocation.active_quantity
+
+    def has_add_permission(self, request) -> bool:
+        return False  # allocations are requested through the API (or by the services), never typed in
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_release_permission(self, request) -> bool:
+        return request.user.has_perm("serialization.add_release")
+
+    @admin.action(description="Release unused serials of the selected allocations", permissions=["release"])
+    def release_unused(self, request, queryset):
+        form = ReleaseUnusedForm(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            reason, released = form.cleaned_data["reason"], 0
+            for allocation in queryset.order_by("pk"):
+                try:
+                    release = release_serials(allocation=allocation, actor=request.user, reason=reason)
+                except DomainError as exc:
+                    self.message_user(request, f"Allocation {allocation.pk}: {exc.message}", messages.WARNING)
+                else:
+                    released += release.quantity
+                    self.log_change(request, allocation, f"Released {release.quantity} serials: {reason}")
+            self.message_user(request, f"Released {released:,} serials back to Available.", messages.SUCCESS)
+            return HttpResponseRedirect(request.get_full_path())
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Release unused serials",
+            "form": form,
+            "allocations": queryset.order_by("pk"),
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/serialization/allocation/release_unused.html", context)
+
+
+# --- export and import jobs ----------------------------------------------------------------------------------------
+
+
+class _ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(ExportJob)
+class ExportJobAdmin(_ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "allocation",
+        "format",
+        "notation",
+        "status",
+        "progress_percent",
+        "requested_by",
+        "created_at",
+    ]
+    list_filter = ["status", "format", "notation"]
+    list_select_related = ["allocation", "allocation__pool", "requested_by"]
+    fields = [
+        "allocation",
+        "format",
+        "notation",
+        "status",
+        "total",
+        "written",
+        "progress_percent",
+        "sha256",
+        "error",
+        "download",
+        "requested_by",
+        "created_at",
+        "finished_at",
+    ]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return selectors.list_exports(user=request.user)
+
+    @admin.display(description="progress")
+    def progress_percent(self, job: ExportJob) -> str:
+        return f"{job.progress:.0%}"
+
+    @admin.display(description="file")
+    def download(self, job: ExportJob) -> str:
+        if job.status != ExportJob.Status.DONE:
+            return "—"
+        url = reverse("admin:serialization_exportjob_download", args=[job.pk])
+        return format_html('<a href="{}">Download ({} serials)</a>', url, job.written)
+
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/download/",
+                self.admin_site.admin_view(self.download_view),
+                name="serialization_exportjob_download",
+            ),
+            *super().get_urls(),
+        ]
+
+    def download_view(self, request, object_id):
+        job = self.get_object(request, object_id)
+        if job is None or not self.has_view_permission(request, job):
+            raise Http404(f"No export with id {object_id} is visible to you.")
+        try:
+            download = open_export_download(job=job, user=request.user, request=request)
+        except DomainError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return redirect(reverse("admin:serialization_exportjob_change", args=[job.pk]))
+        return FileResponse(
+            download.file, as_attachment=True, filename=download.filename, content_type=download.content_type
+        )
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(_ReadOnlyAdmin):
+    REPORT_ROWS = 1000
+
+    list_display = ["id", "pool", "layout", "original_name", "status", "rows", "imported", "error_count", "created_at"]
+    list_filter = ["status", "layout"]
+    list_select_related = ["pool", "requested_by"]
+    fields = [
+        "pool",
+        "layout",
+        "original_name",
+        "status",
+        "rows",
+        "imported",
+        "error_count",
+        "error_report",
+        "requested_by",
+        "created_at",
+        "finished_at",
+    ]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        queryset = selectors.list_imports(user=request.user)
+        # The changelist shows only the count; the report itself is read on the job's page.
+        return queryset if request.resolver_match.url_name.endswith("_change") else queryset.defer("errors")
+
+    @admin.display(description="error report")
+    def error_report(self, job: ImportJob) -> str:
+        if not job.errors:
+            return "—"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((e.get("line", ""), e.get("serial", ""), e.get("problem", "")) for e in job.errors[: self.REPORT_ROWS]),
+        )
+        more = len(job.errors) - self.REPORT_ROWS
+        tail = format_html("<p>… and {} more (GET /api/v1/imports/{}/ has the whole report).</p>", more, job.pk)
+        return format_html(
+            "<table><thead><tr><th>line</th><th>serial</th><th>problem</th></tr></thead><tbody>{}</tbody></table>{}",
+            rows,
+            tail if more > 0 else "",
+        )

@@ -1,0 +1,163 @@
+"""Plain CSV serial lists: what any system can export, including the CSV downloads of SAP ATTP and TraceLink.
+
+Comma-separated, UTF-8 (a BOM is fine), quoted as RFC 4180 says. The header row is optional:
+
+- with a header, columns are found by name, case-insensitively: ``serial`` (also ``serial_number``,
+  ``serial number``, ``sn``, ``21``) is required; ``gtin`` / ``product_code`` / ``ntin`` / ``01`` and ``91`` / ``92``
+  (also ``crypto_key`` / ``crypto_code``) are optional; other columns are refused rather than silently dropped;
+- without a header, the columns are ``serial[,91[,92]]`` by position (one column is just the serial).
+
+Cells are trimmed of surrounding spaces (set 82 has no space, so no serial loses a character); blank lines are
+skipped; a line's number is the physical line of the file (a quoted field spanning lines counts every line).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from serialization.importers.base import ImportFileError, Row, RowProblem
+
+_COLUMN_NAMES = {
+    "serial": "serial",
+    "serial_number": "serial",
+    "serial number": "serial",
+    "serialnumber": "serial",
+    "sn": "serial",
+    "21": "serial",
+    "(21)": "serial",
+    "gtin": "product_code",
+    "ntin": "product_code",
+    "product_code": "product_code",
+    "product code": "product_code",
+    "01": "product_code",
+    "(01)": "product_code",
+    "91": "91",
+    "(91)": "91",
+    "crypto_key": "91",
+    "crypto key": "91",
+    "92": "92",
+    "(92)": "92",
+    "crypto_code": "92",
+    "crypto code": "92",
+}
+_POSITIONAL = ("serial", "91", "92")
+_KNOWN = "serial, gtin (or product_code), 91, 92"
+
+
+def parse(stream: BinaryIO) -> Iterator[Row | RowProblem]:
+    text = io.TextIOWrapper(_buffered(stream), encoding="utf-8-sig", newline="")
+    try:
+        yield from _parse(text)
+    finally:
+        text.detach()  # leave the caller's file open: closing it is the caller's business
+
+
+def _parse(text: io.TextIOWrapper) -> Iterator[Row | RowProblem]:
+    reader = csv.reader(text, strict=True)
+    rows = _records(reader)
+    first = next(rows, None)
+    if first is None:
+        return
+    line, cells = first
+    names = [cell.strip().lower() for cell in cells]
+    if len(cells) == 1 and names[0].strip("()").isdigit():
+        names = []  # a lone "21" is more likely a short numeric serial than a header naming AI (21)
+    if any(_COLUMN_NAMES.get(name) == "serial" for name in names):
+        columns = _header_columns(names, line)
+    elif any(name in _COLUMN_NAMES for name in names) and len(cells) > 1:
+        raise ImportFileError(
+            f"Line {line}: the header names no serial column — name it 'serial' (columns: {_KNOWN}).", line=line
+        )
+    else:
+        if len(cells) > len(_POSITIONAL):
+            raise ImportFileError(
+                f"Line {line}: {len(cells)} columns but no header — without a header the columns are serial[,91,92]; "
+                f"add a header row naming the columns ({_KNOWN}).",
+                line=line,
+            )
+        columns = _POSITIONAL[: len(cells)]
+        yield _row(line, cells, columns)
+    if columns == ("serial",):
+        # One column: the common case, kept free of per-row column bookkeeping.
+        for line, cells in rows:
+            if len(cells) == 1:
+                yield (line, None, cells[0].strip(), None)
+            else:
+                yield _row(line, cells, columns)
+        return
+    for line, cells in rows:
+        yield _row(line, cells, columns)
+
+
+class _Reader(io.RawIOBase):
+    """Any object with ``read(n)`` (a Django ``File``, a storage's stream) as the raw stream TextIOWrapper needs."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _buffered(stream) -> io.BufferedIOBase:
+    if isinstance(stream, io.BufferedIOBase):
+        return stream
+    return io.BufferedReader(_Reader(stream), buffer_size=1 << 16)
+
+
+def _records(reader) -> Iterator[tuple[int, list[str]]]:
+    previous_end = 0
+    try:
+        for cells in reader:
+            start, previous_end = previous_end + 1, reader.line_num
+            if cells and any(cell.strip() for cell in cells):
+                yield start, cells
+            elif cells:
+                yield start, [""]
+    except csv.Error as exc:
+        line = reader.line_num or 1
+        raise ImportFileError(f"Line {line}: the CSV cannot be read ({exc}) — check the quotes on that line.") from exc
+    except UnicodeDecodeError as exc:
+        line = reader.line_num + 1
+        raise ImportFileError(
+            f"Line {line}: the file is not UTF-8 text ({exc.reason}) — save it as UTF-8 and upload it again.",
+            line=line,
+        ) from exc
+
+
+def _header_columns(names: list[str], line: int) -> tuple[str | None, ...]:
+    columns: list[str | None] = []
+    for position, name in enumerate(names, start=1):
+        column = _COLUMN_NAMES.get(name)
+        if column is None:
+            if name == "":
+                columns.append(None)  # an empty header cell (a trailing comma) names nothing
+                continue
+            raise ImportFileError(
+                f"Line {line}: column {position} is named {name!r}, which this layout does not know — "
+                f"use {_KNOWN}, or remove the column.",
+                line=line,
+            )
+        if column in columns:
+            raise ImportFileError(f"Line {line}: two columns mean {column!r} — keep one of them.", line=line)
+        columns.append(column)
+    return tuple(columns)
+
+
+def _row(line: int, cells: list[str], columns: tuple[str | None, ...]) -> Row | RowProblem:
+    if len(cells) > len(columns) and any(cell.strip() for cell in cells[len(columns) :]):
+        return RowProblem(
+            line, cells[0].strip(), f"has {len(cells)} columns but the file has {len(columns)} ({_KNOWN} by header)"
+        )
+    values = dict(zip(columns, (cell.strip() for cell in cells), strict=False))
+    values.pop(None, None)
+    parameters = {ai: values[ai] for ai in ("91", "92") if values.get(ai)}
+    return (line, values.get("product_code") or None, values.get("serial", ""), parameters or None)

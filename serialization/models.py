@@ -1,0 +1,374 @@
+"""Serial number pools, their allocations and the rows that exist per serial only when a serial needs one.
+
+A pool's numbers form a sequence indexed 0, 1, 2, … . Indices ``[0, next_index)`` have been handed out at some
+time; ``free`` of them were released back and wait in FreeRange rows to be handed out again; every other one of
+them is in exactly one AllocationRange. So at every moment:
+
+    assigned  = next_index - free          (= sum of AllocationRange.count)
+    available = filled - assigned           (= filled - next_index + sum of FreeRange.count)
+
+and available + assigned = filled holds by construction; tests check it against the range rows.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from simple_history.models import HistoricalRecords
+
+from masterdata.models import Company, Product
+
+
+class SerialPool(models.Model):
+    """The serial numbers of one product code (or, for logistic units, the SSCCs of one company prefix and extension
+    digit) from one source. Generated pools store a cursor, not the numbers; list pools store one ListedSerial each."""
+
+    class Kind(models.TextChoices):
+        SGTIN = "sgtin", "Unit serials (product code + serial)"
+        SSCC = "sscc", "SSCCs (cases and pallets)"
+
+    class Source(models.TextChoices):
+        GENERATOR = "generator", "Own generator"
+        FILE = "file", "Imported file (CSV/JSON)"
+        SAP_ATTP = "sap_attp", "SAP ATTP"
+        SAP_ICH = "sap_ich", "SAP ICH"
+        TRACELINK = "tracelink", "TraceLink"
+        API = "api", "External system (API)"
+        PARTNER = "partner", "Partner MAH"
+
+    LIST_SOURCES = (Source.FILE, Source.SAP_ATTP, Source.SAP_ICH, Source.TRACELINK, Source.API)
+
+    owner = models.ForeignKey(Company, on_delete=models.PROTECT, related_name="serial_pools")
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.SGTIN)
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, null=True, blank=True, related_name="serial_pools")
+    product_code = models.CharField(max_length=14, blank=True, db_index=True, help_text="GTIN/NTIN of a unit pool")
+    sscc_prefix = models.CharField(
+        "SSCC company prefix", max_length=12, blank=True, help_text="Company prefix of an SSCC pool"
+    )
+    sscc_extension_digit = models.CharField(max_length=1, blank=True)
+    name = models.CharField(max_length=200)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    alphabet = models.CharField(max_length=82, help_text="Characters of the serials, in numeral order")
+    length = models.PositiveSmallIntegerField()
+    no_leading_zero = models.BooleanField(default=False)
+    randomised = models.BooleanField(default=False)
+    issue_limit = models.BigIntegerField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Most serials this pool may ever issue (the market's guess bound × the format's domain)",
+    )
+    encrypted_key = models.TextField(blank=True, editable=False, help_text="Pool key wrapped by the master key")
+    filled = models.BigIntegerField(default=0, editable=False, help_text="Serials in the pool (generated or listed)")
+    next_index = models.BigIntegerField(default=0, editable=False, help_text="First index never handed out")
+    free = models.BigIntegerField(default=0, editable=False, help_text="Released indices waiting below next_index")
+    min_available = models.BigIntegerField(null=True, blank=True, help_text="Replenish when fewer are available")
+    max_available = models.BigIntegerField(null=True, blank=True, help_text="Replenish up to this many available")
+    max_per_request = models.PositiveIntegerField(default=500_000)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    # The counters move with every allocation through UPDATE statements, which write no history row; the
+    # Allocation and PoolFill rows are the trail of those moves.
+    # The wrapped key stays out of history too: an old token kept there would outlive a master-key rotation.
+    history = HistoricalRecords(excluded_fields=["filled", "next_index", "free", "encrypted_key"])
+
+    class Meta:
+        ordering = ["product_code", "sscc_prefix", "pk"]
+        constraints = [
+            models.CheckConstraint(
+                name="pool_counters_consistent",
+                condition=Q(free__gte=0) & Q(free__lte=F("next_index")) & Q(next_index__lte=F("filled")),
+            ),
+            models.CheckConstraint(
+                name="pool_within_issue_limit", condition=Q(issue_limit__isnull=True) | Q(filled__lte=F("issue_limit"))
+            ),
+            models.CheckConstraint(name="pool_length_1_to_20", condition=Q(length__gte=1, length__lte=20)),
+            models.CheckConstraint(
+                name="pool_identifies_product_or_sscc_range",
+                condition=(Q(kind="sgtin") & ~Q(product_code="") & Q(sscc_prefix=""))
+                | (Q(kind="sscc") & Q(product_code="") & ~Q(sscc_prefix="") & ~Q(sscc_extension_digit="")),
+            ),
+            # Two generators over one product code would map different indices to the same serial.
+            models.UniqueConstraint(
+                fields=["product_code"],
+                condition=Q(source="generator", kind="sgtin"),
+                name="one_generated_pool_per_product_code",
+                violation_error_message="This product code already has a generated pool.",
+            ),
+            models.UniqueConstraint(
+                fields=["sscc_prefix", "sscc_extension_digit"],
+                condition=Q(source="generator", kind="sscc"),
+                name="one_generated_sscc_pool_per_prefix_and_extension",
+                violation_error_message="This company prefix and extension digit already have an SSCC pool.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def assigned(self) -> int:
+        return self.next_index - self.free
+
+    @property
+    def available(self) -> int:
+        return self.filled - self.assigned
+
+    @property
+    def is_generated(self) -> bool:
+        return self.source == self.Source.GENERATOR
+
+    @property
+    def code(self) -> str:
+        """What identifies the pool's numbers: the product code, or extension digit + company prefix for SSCCs."""
+        return self.product_code or f"{self.sscc_extension_digit}{self.sscc_prefix}"
+
+
+class PoolFill(models.Model):
+    """One change of a pool's filled count: a generator ceiling raised, or a list of serials imported."""
+
+    pool = models.ForeignKey(SerialPool, on_delete=models.PROTECT, related_name="fills")
+    quantity = models.BigIntegerField()
+    filled_after = models.BigIntegerField()
+    reason = models.CharField(max_length=200)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"+{self.quantity} to {self.pool}"
+
+
+class Allocation(models.Model):
+    """Serials handed out in one request: for a packaging order, a batch, a CMO or another system. The numbers are
+    the index ranges in its AllocationRange rows; its cost does not grow with its size."""
+
+    class Purpose(models.TextChoices):
+        PACKAGING_ORDER = "packaging_order", "Packaging order / line"
+        BATCH = "batch", "Batch"
+        CMO = "cmo", "CMO"
+        SYSTEM = "system", "External system request"
+        PRINT = "print", "Print order"
+
+    pool = models.ForeignKey(SerialPool, on_delete=models.PROTECT, related_name="allocations")
+    request_id = models.CharField(max_length=100, help_text="Caller's idempotency key")
+    purpose = models.CharField(max_length=20, choices=Purpose.choices)
+    reference = models.CharField(max_length=100, blank=True, help_text="Order, batch, partner or system reference")
+    requested_quantity = models.BigIntegerField()
+    quantity = models.BigIntegerField(help_text="Serials granted")
+    allow_partial = models.BooleanField(default=False)
+    released = models.BigIntegerField(default=0, help_text="Serials released back to the pool since")
+    fingerprint = models.CharField(max_length=64, editable=False)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    history = HistoricalRecords(excluded_fields=["fingerprint"])
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["pool", "request_id"], name="allocation_request_id_unique_per_pool"),
+            models.CheckConstraint(
+                name="allocation_quantities_consistent",
+                condition=Q(quantity__gte=0)
+                & Q(quantity__lte=F("requested_quantity"))
+                & Q(released__gte=0)
+                & Q(released__lte=F("quantity")),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} from {self.pool} ({self.request_id})"
+
+    @property
+    def active_quantity(self) -> int:
+        return self.quantity - self.released
+
+
+class AllocationRange(models.Model):
+    """Indices [first_index, first_index + count) of a pool, held by an allocation. Ranges never overlap."""
+
+    allocation = models.ForeignKey(Allocation, on_delete=models.CASCADE, related_name="ranges")
+    pool = models.ForeignKey(SerialPool, on_delete=models.PROTECT, related_name="+")
+    first_index = models.BigIntegerField()
+    count = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["allocation", "first_index"]
+        constraints = [
+            models.UniqueConstraint(fields=["pool", "first_index"], name="allocation_range_start_unique"),
+            models.CheckConstraint(name="allocation_range_not_empty", condition=Q(count__gt=0) & Q(first_index__gte=0)),
+        ]
+
+    def __str__(self) -> str:
+        return f"[{self.first_index}, {self.first_index + self.count})"
+
+
+class FreeRange(models.Model):
+    """Released indices [first_index, first_index + count) that are Available again and handed out first."""
+
+    pool = models.ForeignKey(SerialPool, on_delete=models.PROTECT, related_name="free_ranges")
+    first_index = models.BigIntegerField()
+    count = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["pool", "first_index"]
+        constraints = [
+            models.UniqueConstraint(fields=["pool", "first_index"], name="free_range_start_unique"),
+            models.CheckConstraint(name="free_range_not_empty", condition=Q(count__gt=0) & Q(first_index__gte=0)),
+        ]
+
+    def __str__(self) -> str:
+        return f"[{self.first_index}, {self.first_index + self.count})"
+
+
+class Release(models.Model):
+    """Unused serials of an allocation given back to Available: who, why, how many."""
+
+    allocation = models.ForeignKey(Allocation, on_delete=models.PROTECT, related_name="releases")
+    quantity = models.BigIntegerField()
+    reason = models.CharField(max_length=500)
+    released_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} released from {self.allocation_id}"
+
+
+class ListedSerial(models.Model):
+    """One serial of a list pool (imported from a file, SAP ATTP/ICH, TraceLink or an API), at a dense ordinal.
+    Extra per-serial parameters (Russian AI 91/92 crypto values) are stored here and never shown in lists."""
+
+    id = models.BigAutoField(primary_key=True)
+    pool = models.ForeignKey(SerialPool, on_delete=models.PROTECT, related_name="+")
+    ordinal = models.BigIntegerField()
+    product_code = models.CharField(max_length=14)
+    serial = models.CharField(max_length=20)
+    parameters = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["pool", "ordinal"], name="listed_serial_ordinal_unique"),
+            # Invariant 1: a product code + serial exists once across every list pool.
+            models.UniqueConstraint(fields=["product_code", "serial"], name="listed_serial_unique_per_product_code"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.product_code} {self.serial}"
+
+
+class Pack(models.Model):
+    """One commissioned unit or container: a serial that got a life of its own on a packaging line."""
+
+    class Status(models.TextChoices):
+        COMMISSIONED = "commissioned", "Commissioned"
+        PACKED = "packed", "Packed"
+        SHIPPED = "shipped", "Shipped"
+        DECOMMISSIONED = "decommissioned", "Decommissioned"
+
+    id = models.BigAutoField(primary_key=True)
+    pool = models.ForeignKey(SerialPool, on_delete=models.PROTECT, related_name="+")
+    index = models.BigIntegerField(help_text="The serial's index in its pool")
+    product_code = models.CharField(max_length=14, blank=True, help_text="Empty for an SSCC")
+    serial = models.CharField(max_length=20, help_text="The serial, or the 18-digit SSCC of a container")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMMISSIONED)
+    commissioned_at = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["product_code", "serial"], name="pack_unique_product_code_serial"),
+            models.UniqueConstraint(fields=["pool", "index"], name="pack_unique_pool_index"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.product_code} {self.serial}".strip()
+
+
+class ExportJob(models.Model):
+    """A serial list materialised into a file in the background, with progress, for a download link."""
+
+    class Format(models.TextChoices):
+        CSV = "csv", "CSV"
+        JSON = "json", "JSON"
+        TEXT = "txt", "Plain text"
+
+    class Notation(models.TextChoices):
+        SERIAL = "serial", "Serial only"
+        ELEMENT_STRING = "element_string", "GS1 element string"
+        DIGITAL_LINK = "digital_link", "GS1 Digital Link URI"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    allocation = models.ForeignKey(Allocation, on_delete=models.PROTECT, related_name="exports")
+    format = models.CharField(max_length=8, choices=Format.choices, default=Format.CSV)
+    notation = models.CharField(max_length=16, choices=Notation.choices, default=Notation.SERIAL)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    total = models.BigIntegerField(default=0)
+    written = models.BigIntegerField(default=0)
+    file = models.FileField(upload_to="exports/", blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"export {self.pk} of allocation {self.allocation_id}"
+
+    @property
+    def progress(self) -> float:
+        if self.total == 0:
+            return 1.0 if self.status == self.Status.DONE else 0.0
+        return self.written / self.total
+
+
+class ImportJob(models.Model):
+    """An uploaded serial list and the all-or-nothing import of it into a list pool, with its error report."""
+
+    class Layout(models.TextChoices):
+        CSV = "csv", "CSV (serial[,91,92])"
+        JSON = "json", "JSON"
+        SAP_ATTP = "sap_attp", "SAP ATTP"
+        SAP_ICH = "sap_ich", "SAP ICH"
+        TRACELINK = "tracelink", "TraceLink"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        DONE = "done", "Imported"
+        REJECTED = "rejected", "Rejected"
+        FAILED = "failed", "Failed"
+
+    pool = models.ForeignKey(SerialPool, on_delete=models.PROTECT, related_name="imports")
+    layout = models.CharField(max_length=16, choices=Layout.choices)
+    file = models.FileField(upload_to="imports/")
+    original_name = models.CharField(max_length=255, blank=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    rows = models.BigIntegerField(default=0)
+    imported = models.BigIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True, help_text="[{line, serial, problem}] — the whole report")
+    error_count = models.BigIntegerField(default=0)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"import {self.pk} into {self.pool}"

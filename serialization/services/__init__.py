@@ -1,0 +1,25 @@
+"""Writes of the serial engine. Other apps call these (never the models directly)."""
+
+from serialization.services.allocation import allocate_serials, release_serials
+from serialization.services.imports import import_serials, start_import
+from serialization.services.lookup import SerialStatus, lookup_serial, lookup_sscc
+from serialization.services.pools import (
+    create_generated_pool,
+    create_list_pool,
+    fill_pool,
+    pool_permutation,
+)
+
+__all__ = [
+    "SerialStatus",
+    "allocate_serials",
+    "create_generated_pool",
+    "create_list_pool",
+    "fill_pool",
+    "import_serials",
+    "lookup_serial",
+    "lookup_sscc",
+    "pool_permutation",
+    "release_serials",
+    "start_import",
+]
