@@ -147,6 +147,7 @@ AXES_COOLOFF_TIME = float(os.environ.get("AXES_COOLOFF_HOURS", "1"))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_SENSITIVE_PARAMETERS = ["password", "code", "otp_token", "token"]
 AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
 ANONYMOUS_USER_NAME = None  # guardian: no anonymous object permissions
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_AGE = int(os.environ.get("SESSION_COOKIE_AGE", str(8 * 3600)))
