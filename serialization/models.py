@@ -158,6 +158,9 @@ class Allocation(models.Model):
     request_id = models.CharField(max_length=100, help_text="Caller's idempotency key")
     purpose = models.CharField(max_length=20, choices=Purpose.choices)
     reference = models.CharField(max_length=100, blank=True, help_text="Order, batch, partner or system reference")
+    packaging_order = models.ForeignKey(
+        "PackagingOrder", on_delete=models.PROTECT, null=True, blank=True, related_name="allocations"
+    )
     requested_quantity = models.BigIntegerField()
     quantity = models.BigIntegerField(help_text="Serials granted")
     allow_partial = models.BooleanField(default=False)
@@ -265,7 +268,8 @@ class ListedSerial(models.Model):
 
 
 class Pack(models.Model):
-    """One commissioned unit or container: a serial that got a life of its own on a packaging line."""
+    """One commissioned unit or container (identified by product code + serial, or by SSCC): a serial that got a
+    life of its own on a packaging line. Designed for billions of rows: big integer keys, written and read in bulk."""
 
     class Status(models.TextChoices):
         COMMISSIONED = "commissioned", "Commissioned"
@@ -278,7 +282,15 @@ class Pack(models.Model):
     index = models.BigIntegerField(help_text="The serial's index in its pool")
     product_code = models.CharField(max_length=14, blank=True, help_text="Empty for an SSCC")
     serial = models.CharField(max_length=20, help_text="The serial, or the 18-digit SSCC of a container")
+    level = models.PositiveSmallIntegerField(default=0, help_text="0 unit, 1 bundle, 2 case, 3 pallet")
+    batch = models.ForeignKey("Batch", on_delete=models.PROTECT, null=True, blank=True, related_name="packs")
+    order = models.ForeignKey("PackagingOrder", on_delete=models.PROTECT, null=True, blank=True, related_name="packs")
+    parent = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="children", db_index=True
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMMISSIONED)
+    reason = models.CharField(max_length=20, blank=True, help_text="Why it was decommissioned")
+    eu_state = models.CharField("EU hub state", max_length=20, blank=True)
     commissioned_at = models.DateTimeField()
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -286,10 +298,167 @@ class Pack(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["product_code", "serial"], name="pack_unique_product_code_serial"),
             models.UniqueConstraint(fields=["pool", "index"], name="pack_unique_pool_index"),
+            models.CheckConstraint(name="pack_not_its_own_parent", condition=~Q(parent=F("id"))),
         ]
+        indexes = [models.Index(fields=["order", "status"], name="pack_order_status")]
 
     def __str__(self) -> str:
         return f"{self.product_code} {self.serial}".strip()
+
+
+class Batch(models.Model):
+    """A production lot of one product: lot number, expiry exactly as printed, where and for which markets.
+
+    Statuses run planned → in production → completed → reconciled → released; recalled is final."""
+
+    class Status(models.TextChoices):
+        PLANNED = "planned", "Planned"
+        IN_PRODUCTION = "in_production", "In production"
+        COMPLETED = "completed", "Completed"
+        RECONCILED = "reconciled", "Reconciled"
+        RELEASED = "released", "Released"
+        RECALLED = "recalled", "Recalled"
+
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="batches")
+    lot = models.CharField(max_length=20, help_text="AI 10: up to 20 characters of GS1 set 82")
+    expiry = models.CharField(
+        max_length=6, help_text="AI 17 YYMMDD exactly as printed; day 00 means end of month and is kept as given"
+    )
+    manufactured_on = models.DateField(null=True, blank=True)
+    site = models.ForeignKey("masterdata.Location", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    lines = models.ManyToManyField("masterdata.Location", blank=True, related_name="+")
+    markets = models.ManyToManyField("masterdata.Market", blank=True, related_name="+")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PLANNED)
+    released_at = models.DateTimeField(null=True, blank=True, editable=False)
+    released_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+", editable=False
+    )
+    release_reason = models.TextField(blank=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    history = HistoricalRecords(m2m_fields=[lines, markets])
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name_plural = "batches"
+        constraints = [models.UniqueConstraint(fields=["product", "lot"], name="batch_lot_unique_per_product")]
+
+    def __str__(self) -> str:
+        return f"{self.product.product_code} lot {self.lot}"
+
+
+class PackagingOrder(models.Model):
+    """A run of one batch on one packaging line: the quantity planned and the serials it was given."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        CLOSED = "closed", "Closed"
+
+    number = models.CharField(max_length=40, unique=True)
+    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, related_name="orders")
+    line = models.ForeignKey("masterdata.Location", on_delete=models.PROTECT, related_name="+")
+    planned_quantity = models.PositiveIntegerField()
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    closed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return self.number
+
+
+class LineReport(models.Model):
+    """One report from a packaging line (L3): applied all-or-nothing, and idempotent by its id — a replay gets the
+    first result back."""
+
+    class Kind(models.TextChoices):
+        COMMISSIONING = "commissioning", "Commissioning"
+        DECOMMISSIONING = "decommissioning", "Decommissioning"
+        AGGREGATION = "aggregation", "Aggregation"
+        UNPACKING = "unpacking", "Unpacking"
+        SHIPPING = "shipping", "Shipping"
+
+    class Status(models.TextChoices):
+        APPLIED = "applied", "Applied"
+        REJECTED = "rejected", "Rejected"
+
+    report_id = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    order = models.ForeignKey(PackagingOrder, on_delete=models.PROTECT, null=True, blank=True, related_name="reports")
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the report's content")
+    status = models.CharField(max_length=8, choices=Status.choices)
+    lines = models.PositiveIntegerField(default=0)
+    result = models.JSONField(default=dict, blank=True, help_text="Counts when applied; every problem when rejected")
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-received_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} report {self.report_id}"
+
+
+class PackEvent(models.Model):
+    """One step in one pack's life, as a line reported it: commissioned, packed into a parent, unpacked, shipped,
+    decommissioned with a reason. The pack history is these rows in time order."""
+
+    class Action(models.TextChoices):
+        COMMISSIONED = "commissioned", "Commissioned"
+        PACKED = "packed", "Packed"
+        UNPACKED = "unpacked", "Unpacked"
+        SHIPPED = "shipped", "Shipped"
+        DECOMMISSIONED = "decommissioned", "Decommissioned"
+
+    id = models.BigAutoField(primary_key=True)
+    pack = models.ForeignKey(Pack, on_delete=models.PROTECT, related_name="events", db_index=False)
+    report = models.ForeignKey(LineReport, on_delete=models.PROTECT, related_name="+")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    parent = models.ForeignKey(Pack, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    reason = models.CharField(max_length=20, blank=True)
+    occurred_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["pack", "occurred_at"], name="pack_event_pack_time")]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.pack_id}"
+
+
+class Reconciliation(models.Model):
+    """One reconciliation of a batch: assigned = commissioned + decommissioned (by reason) + returned, aggregation
+    completeness where required, and every discrepancy found. A failed one raises an incident QA must resolve."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, related_name="reconciliations")
+    passed = models.BooleanField()
+    counts = models.JSONField(default=dict)
+    discrepancies = models.JSONField(default=list, blank=True)
+    incident = models.ForeignKey("audit.Incident", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    performed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    performed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-performed_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{'passed' if self.passed else 'failed'} reconciliation of {self.batch}"
 
 
 class ExportJob(models.Model):
