@@ -28,7 +28,9 @@ def get_user_company_id(*, user) -> int | None:
     return cached
 
 
-def _visible(queryset: QuerySet, *, user, company_field: str) -> QuerySet:
+def scope_to_company(queryset: QuerySet, *, user, company_field: str) -> QuerySet:
+    """Rows of the user's own company (by ``company_field``) for a company member; every row for the operator's
+    own staff (no membership); none for anonymous users. Every app's selectors scope through this."""
     if not user or not user.is_authenticated:
         return queryset.none()
     company_id = get_user_company_id(user=user)
@@ -37,7 +39,7 @@ def _visible(queryset: QuerySet, *, user, company_field: str) -> QuerySet:
     return queryset.filter(**{company_field: company_id})
 
 
-def _apply(queryset: QuerySet, filters: Mapping[str, Any] | None, allowed: Mapping[str, str]) -> QuerySet:
+def apply_filters(queryset: QuerySet, filters: Mapping[str, Any] | None, allowed: Mapping[str, str]) -> QuerySet:
     """Apply the known, non-empty ``filters`` (name → ORM lookup); unknown names are a programming error."""
     for name, value in (filters or {}).items():
         if name not in allowed:
@@ -47,7 +49,8 @@ def _apply(queryset: QuerySet, filters: Mapping[str, Any] | None, allowed: Mappi
     return queryset
 
 
-def _get(queryset: QuerySet, pk: Any, label: str):
+def get_visible(queryset: QuerySet, pk: Any, label: str):
+    """The row ``pk`` of an already scoped queryset, or NotFound (404) — the same answer for out-of-scope rows."""
     try:
         return queryset.get(pk=pk)
     except (queryset.model.DoesNotExist, ValueError, TypeError):
@@ -56,8 +59,8 @@ def _get(queryset: QuerySet, pk: Any, label: str):
 
 
 def list_companies(*, user, filters: Mapping[str, Any] | None = None) -> QuerySet[Company]:
-    queryset = _visible(Company.objects.with_prefixes(), user=user, company_field="pk")
-    return _apply(
+    queryset = scope_to_company(Company.objects.with_prefixes(), user=user, company_field="pk")
+    return apply_filters(
         queryset,
         filters,
         {
@@ -71,33 +74,33 @@ def list_companies(*, user, filters: Mapping[str, Any] | None = None) -> QuerySe
 
 
 def get_company(*, user, pk: Any) -> Company:
-    return _get(list_companies(user=user), pk, "company")
+    return get_visible(list_companies(user=user), pk, "company")
 
 
 def list_locations(*, user, filters: Mapping[str, Any] | None = None) -> QuerySet[Location]:
-    queryset = _visible(Location.objects.with_sgln_data(), user=user, company_field="company_id")
-    return _apply(
+    queryset = scope_to_company(Location.objects.with_sgln_data(), user=user, company_field="company_id")
+    return apply_filters(
         queryset, filters, {"company": "company_id", "kind": "kind", "parent": "parent_id", "is_active": "is_active"}
     )
 
 
 def get_location(*, user, pk: Any) -> Location:
-    return _get(list_locations(user=user), pk, "location")
+    return get_visible(list_locations(user=user), pk, "location")
 
 
 def list_markets(*, user, filters: Mapping[str, Any] | None = None) -> QuerySet[Market]:
     if not user or not user.is_authenticated:
         return Market.objects.none()
-    return _apply(Market.objects.all(), filters, {"code": "code"})
+    return apply_filters(Market.objects.all(), filters, {"code": "code"})
 
 
 def get_market(*, user, pk: Any) -> Market:
-    return _get(list_markets(user=user), pk, "market")
+    return get_visible(list_markets(user=user), pk, "market")
 
 
 def list_products(*, user, filters: Mapping[str, Any] | None = None) -> QuerySet[Product]:
-    queryset = _visible(Product.objects.with_details(), user=user, company_field="owner_id")
-    return _apply(
+    queryset = scope_to_company(Product.objects.with_details(), user=user, company_field="owner_id")
+    return apply_filters(
         queryset,
         filters,
         {
@@ -111,4 +114,4 @@ def list_products(*, user, filters: Mapping[str, Any] | None = None) -> QuerySet
 
 
 def get_product(*, user, pk: Any) -> Product:
-    return _get(list_products(user=user), pk, "product")
+    return get_visible(list_products(user=user), pk, "product")

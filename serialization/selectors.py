@@ -12,43 +12,17 @@ from typing import Any
 
 from django.db.models import Count, F, QuerySet, Sum
 
-from audit.exceptions import NotFound
-from masterdata.selectors import get_user_company_id
+from masterdata.selectors import apply_filters, get_visible, scope_to_company
 from serialization.models import Allocation, ExportJob, ImportJob, SerialPool
-
-
-def _visible(queryset: QuerySet, *, user, owner_field: str) -> QuerySet:
-    if user is None or not user.is_authenticated:
-        return queryset.none()
-    company_id = get_user_company_id(user=user)
-    if company_id is None:
-        return queryset
-    return queryset.filter(**{owner_field: company_id})
-
-
-def _apply(queryset: QuerySet, filters: Mapping[str, Any] | None, allowed: Mapping[str, str]) -> QuerySet:
-    for name, value in (filters or {}).items():
-        if name not in allowed:
-            raise ValueError(f"Unknown filter {name!r}; use one of {', '.join(sorted(allowed))}.")
-        if value not in (None, ""):
-            queryset = queryset.filter(**{allowed[name]: value})
-    return queryset
-
-
-def _get(queryset: QuerySet, pk: Any, label: str):
-    try:
-        return queryset.get(pk=pk)
-    except (queryset.model.DoesNotExist, ValueError, TypeError):
-        raise NotFound(f"No {label} with id {pk} is visible to you.") from None
 
 
 def scope_pools(queryset: QuerySet[SerialPool], *, user) -> QuerySet[SerialPool]:
     """``queryset`` narrowed to the pools ``user`` may see (for the admin, which brings its own queryset)."""
-    return _visible(queryset, user=user, owner_field="owner_id")
+    return scope_to_company(queryset, user=user, company_field="owner_id")
 
 
 def scope_allocations(queryset: QuerySet[Allocation], *, user) -> QuerySet[Allocation]:
-    return _visible(queryset, user=user, owner_field="pool__owner_id")
+    return scope_to_company(queryset, user=user, company_field="pool__owner_id")
 
 
 # --- pools ------------------------------------------------------------------------------------------------------
@@ -65,16 +39,16 @@ POOL_FILTERS = {
 
 def list_pools(*, user, filters: Mapping[str, Any] | None = None) -> QuerySet[SerialPool]:
     queryset = SerialPool.objects.select_related("owner").order_by("product_code", "sscc_prefix", "pk")
-    return _apply(scope_pools(queryset, user=user), filters, POOL_FILTERS)
+    return apply_filters(scope_pools(queryset, user=user), filters, POOL_FILTERS)
 
 
 def get_pool(*, user, pk: Any) -> SerialPool:
-    return _get(list_pools(user=user), pk, "serial pool")
+    return get_visible(list_pools(user=user), pk, "serial pool")
 
 
 def count_pools_by_source(*, user, filters: Mapping[str, Any] | None = None) -> QuerySet:
     """Filled / assigned / available serials per product code (or SSCC range) and source, one row per pair."""
-    queryset = _apply(scope_pools(SerialPool.objects.all(), user=user), filters, POOL_FILTERS)
+    queryset = apply_filters(scope_pools(SerialPool.objects.all(), user=user), filters, POOL_FILTERS)
     return (
         queryset.values("kind", "product_code", "sscc_prefix", "sscc_extension_digit", "source")
         .annotate(
@@ -100,11 +74,11 @@ ALLOCATION_FILTERS = {
 
 def list_allocations(*, user, filters: Mapping[str, Any] | None = None) -> QuerySet[Allocation]:
     queryset = Allocation.objects.select_related("pool", "requested_by").prefetch_related("ranges")
-    return _apply(scope_allocations(queryset, user=user), filters, ALLOCATION_FILTERS)
+    return apply_filters(scope_allocations(queryset, user=user), filters, ALLOCATION_FILTERS)
 
 
 def get_allocation(*, user, pk: Any) -> Allocation:
-    return _get(list_allocations(user=user), pk, "allocation")
+    return get_visible(list_allocations(user=user), pk, "allocation")
 
 
 def allocation_exists(*, pool: SerialPool, request_id: str) -> bool:
@@ -117,22 +91,22 @@ def allocation_exists(*, pool: SerialPool, request_id: str) -> bool:
 
 def list_exports(*, user, filters: Mapping[str, Any] | None = None) -> QuerySet[ExportJob]:
     queryset = ExportJob.objects.select_related("allocation__pool", "requested_by")
-    queryset = _visible(queryset, user=user, owner_field="allocation__pool__owner_id")
-    return _apply(queryset, filters, {"allocation": "allocation_id", "status": "status"})
+    queryset = scope_to_company(queryset, user=user, company_field="allocation__pool__owner_id")
+    return apply_filters(queryset, filters, {"allocation": "allocation_id", "status": "status"})
 
 
 def get_export(*, user, pk: Any) -> ExportJob:
-    return _get(list_exports(user=user), pk, "export")
+    return get_visible(list_exports(user=user), pk, "export")
 
 
 def list_imports(*, user, filters: Mapping[str, Any] | None = None) -> QuerySet[ImportJob]:
     queryset = ImportJob.objects.select_related("pool", "requested_by")
-    queryset = _visible(queryset, user=user, owner_field="pool__owner_id")
-    return _apply(queryset, filters, {"pool": "pool_id", "status": "status"})
+    queryset = scope_to_company(queryset, user=user, company_field="pool__owner_id")
+    return apply_filters(queryset, filters, {"pool": "pool_id", "status": "status"})
 
 
 def get_import(*, user, pk: Any) -> ImportJob:
-    return _get(list_imports(user=user), pk, "import")
+    return get_visible(list_imports(user=user), pk, "import")
 
 
 def is_pool_visible(*, user, pool: SerialPool) -> bool:
