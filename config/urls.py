@@ -18,5 +18,6 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("accounts/", include("audit.urls")),
     path("admin/", admin.site.urls),
+    path("portal/", include("partners.urls")),
     path("api/v1/", include((api_v1, "api-v1"))),
 ]
