@@ -6,6 +6,8 @@ same selectors as the API, and no page shows a pool's wrapped key or a listed se
 saved with ``update_fields`` only: a full save would write back counters read before a concurrent allocation.
 """
 
+import json
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -14,24 +16,46 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
 from simple_history.admin import SimpleHistoryAdmin
 from simple_history.template_utils import HistoricalRecordContextHelper
 
 from audit.exceptions import DomainError
 from masterdata import selectors as masterdata_selectors
 from masterdata.models import CompanyPrefix
+from masterdata.selectors import scope_to_company
 from serialization import selectors
 from serialization.models import (
     Allocation,
     AllocationRange,
+    Batch,
     ExportJob,
     ImportJob,
+    LineReport,
+    Pack,
+    PackagingOrder,
+    Reconciliation,
     Release,
     SerialPool,
 )
 from serialization.services import create_generated_pool, create_list_pool, fill_pool, release_serials
+from serialization.services.batches import (
+    EDITABLE_FIELDS,
+    PLANNED_ONLY_FIELDS,
+    REASON_MAX,
+    check_batch_fields,
+    close_packaging_order,
+    create_batch,
+    needs_reason,
+    scope_batches,
+    scope_orders,
+    transition_batch,
+    update_batch,
+    with_latest_reconciliation,
+)
 from serialization.services.exports import open_export_download
 from serialization.services.imports import start_import
+from serialization.services.reconciliation import reconcile_batch, release_batch
 
 SECRET_FIELDS = frozenset({"encrypted_key"})
 
@@ -537,4 +561,449 @@ class ImportJobAdmin(_ReadOnlyAdmin):
             "<table><thead><tr><th>line</th><th>serial</th><th>problem</th></tr></thead><tbody>{}</tbody></table>{}",
             rows,
             tail if more > 0 else "",
+        )
+
+
+# --- pack history ---------------------------------------------------------------------------------------------------
+
+
+class PackHistorySearchForm(forms.Form):
+    product_code = forms.CharField(max_length=14, required=False, help_text="GTIN/NTIN of a unit")
+    serial = forms.CharField(max_length=20, required=False)
+    sscc = forms.CharField(max_length=18, required=False, label="or SSCC", help_text="18 digits, of a case or pallet")
+
+    def clean(self):
+        data = super().clean()
+        unit = bool(data.get("product_code") or data.get("serial"))
+        if unit == bool(data.get("sscc")):
+            raise ValidationError("Search by product code and serial, or by SSCC alone.")
+        if unit and not (data.get("product_code") and data.get("serial")):
+            missing = "serial" if data.get("product_code") else "product_code"
+            self.add_error(missing, "Give the product code and the serial: a serial is unique per product code.")
+        return data
+
+
+def pack_history_url(product_code: str, serial: str) -> str:
+    query = {"product_code": product_code, "serial": serial} if product_code else {"sscc": serial}
+    return f"{reverse('admin:serialization_pack_changelist')}?{urlencode(query)}"
+
+
+@admin.register(Pack)
+class PackHistoryAdmin(admin.ModelAdmin):
+    """“Packs” in the Serialization app list opens the pack history: search a serial or SSCC and see where its number
+    came from, what happened to the pack, what it sits in and what it holds. There is deliberately no list of packs
+    (at billions of rows a paged list and its count serve nobody); a pack's change page redirects to its history."""
+
+    def get_queryset(self, request):
+        return selectors.scope_packs(super().get_queryset(request), user=request.user)
+
+    def has_add_permission(self, request) -> bool:
+        return False  # packs come from line reports
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = PackHistorySearchForm(request.GET or None)
+        history = None
+        if form.is_bound and form.is_valid():
+            query = {name: value for name, value in form.cleaned_data.items() if value}
+            try:
+                history = selectors.get_pack_history(user=request.user, **query)
+            except DomainError as exc:
+                _add_service_error(form, exc)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Pack history",
+            "form": form,
+            "history": history,
+        }
+        if history is not None:
+            context.update(
+                level=selectors.level_name(history.pack.level) if history.pack else "",
+                above=[(ref, pack_history_url(ref.product_code, ref.serial)) for ref in history.above],
+                below=[(ref, pack_history_url(ref.product_code, ref.serial)) for ref in history.below.items],
+                events=[
+                    (event, pack_history_url(event.parent_product_code, event.parent_serial))
+                    for event in history.events
+                ],
+            )
+        return TemplateResponse(request, "admin/serialization/pack_history.html", context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        pack = self.get_object(request, object_id)
+        if pack is None or not self.has_view_permission(request, pack):
+            raise Http404(f"No pack with id {object_id} is visible to you.")
+        return redirect(pack_history_url(pack.product_code, pack.serial))
+
+
+# --- batches, packaging orders, line reports, reconciliations --------------------------------------------------------
+
+
+class BatchAdminForm(forms.ModelForm):
+    """A batch's details, checked like the services check them. From its release on, a change needs a reason."""
+
+    change_reason = forms.CharField(
+        max_length=REASON_MAX,
+        required=False,
+        label="Reason for the change",
+        help_text="Required once the batch was released; kept in the batch history.",
+    )
+
+    class Meta:
+        model = Batch
+        fields = ["product", "lot", "expiry", "manufactured_on", "site", "lines", "markets"]
+
+    def __init__(self, *args, user=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if user is not None and "product" in self.fields:
+            self.fields["product"].queryset = masterdata_selectors.list_products(user=user)
+        for name in ("lot", "expiry"):
+            if name in self.fields:
+                self.fields[name].strip = False  # kept exactly as given, as printed
+        if user is not None and "site" in self.fields:
+            self.fields["site"].queryset = masterdata_selectors.list_locations(user=user, filters={"kind": "site"})
+        if user is not None and "lines" in self.fields:
+            self.fields["lines"].queryset = masterdata_selectors.list_locations(user=user, filters={"kind": "line"})
+
+    def clean(self):
+        data = super().clean()
+        batch = self.instance
+        if batch.pk and needs_reason(batch) and not (data.get("change_reason") or "").strip():
+            self.add_error("change_reason", "This batch was released: say why it changes (kept in its history).")
+        product = data.get("product") or (batch.product if batch.product_id else None)
+        errors = check_batch_fields(
+            product=product,
+            lot=data.get("lot", batch.lot),
+            expiry=data.get("expiry", batch.expiry),
+            manufactured_on=data.get("manufactured_on", batch.manufactured_on),
+            site=data.get("site", batch.site if batch.site_id else None),
+            lines=data.get("lines") or [],
+            markets=data.get("markets") or [],
+        )
+        for name, messages_ in errors.items():
+            for message in messages_:
+                self.add_error(name if name in self.fields else None, message)
+        return data
+
+
+class BatchReleaseForm(forms.Form):
+    password = forms.CharField(strip=False, widget=forms.PasswordInput, help_text="Your own password, again")
+    otp_code = forms.CharField(
+        label="Authenticator code", max_length=32, help_text="The code your authenticator app shows now"
+    )
+    reason = forms.CharField(
+        max_length=REASON_MAX,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Kept with the release and in history",
+    )
+
+
+@admin.register(Batch)
+class BatchAdmin(SimpleHistoryAdmin):
+    form = BatchAdminForm
+    list_display = ["lot", "product_code", "product", "expiry", "status", "latest_reconciliation", "released_at"]
+    list_filter = ["status"]
+    search_fields = ["lot", "product__product_code", "product__name"]
+    list_select_related = ["product"]
+    actions = ["complete_batches", "reconcile_batches", "release_selected_batch"]
+    always_read_only = ["status", "released_at", "released_by", "release_reason", "created_by", "created_at"]
+
+    def get_queryset(self, request):
+        return with_latest_reconciliation(scope_batches(super().get_queryset(request), user=request.user))
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form_class = super().get_form(request, obj, change, **kwargs)
+        user = request.user
+
+        class ScopedForm(form_class):
+            def __init__(self, *args, **inner):
+                super().__init__(*args, user=user, **inner)
+
+        return ScopedForm
+
+    def get_fields(self, request, obj=None):
+        fields = ["product", "lot", "expiry", "manufactured_on", "site", "lines", "markets"]
+        return fields + (["change_reason", *self.always_read_only] if obj is not None else [])
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        fixed = ["product"] + (["lot", "expiry"] if obj.status != Batch.Status.PLANNED else [])
+        return fixed + self.always_read_only
+
+    @admin.display(description="product code", ordering="product__product_code")
+    def product_code(self, batch: Batch) -> str:
+        return batch.product.product_code
+
+    @admin.display(description="latest reconciliation")
+    def latest_reconciliation(self, batch: Batch) -> str:
+        pk = getattr(batch, "latest_reconciliation_id", None)
+        if pk is None:
+            return "—"
+        url = reverse("admin:serialization_reconciliation_change", args=[pk])
+        verdict = "passed" if batch.latest_reconciliation_passed else "FAILED"
+        at = f"{batch.latest_reconciliation_at:%Y-%m-%d %H:%M}"
+        return format_html('<a href="{}">{} ({})</a>', url, verdict, at)
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        if not change:
+            created = create_batch(
+                product=data["product"],
+                lot=data["lot"],
+                expiry=data["expiry"],
+                manufactured_on=data.get("manufactured_on"),
+                site=data.get("site"),
+                lines=data.get("lines") or [],
+                markets=data.get("markets") or [],
+                actor=request.user,
+            )
+            obj.pk, obj._state.adding, obj.status = created.pk, False, created.status
+            return
+        changes = {name: data[name] for name in form.changed_data if name in (*EDITABLE_FIELDS, *PLANNED_ONLY_FIELDS)}
+        update_batch(batch=obj, actor=request.user, reason=data.get("change_reason", ""), **changes)
+
+    def save_related(self, request, form, formsets, change):
+        # Lines and markets were written by the service (with the history row and its reason); no form.save_m2m().
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
+
+    def revert_disabled(self, request, obj=None) -> bool:
+        return True  # a revert would bypass the status rules and the reason a released batch needs
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.action(description="Mark the selected batches as completed", permissions=["change"])
+    def complete_batches(self, request, queryset):
+        for batch in queryset.order_by("pk"):
+            try:
+                transition_batch(batch=batch, status=Batch.Status.COMPLETED, actor=request.user)
+            except DomainError as exc:
+                self.message_user(request, f"Batch {batch.lot}: {exc.message}", messages.WARNING)
+            else:
+                self.log_change(request, batch, "Completed.")
+                self.message_user(request, f"Batch {batch.lot} is completed.", messages.SUCCESS)
+
+    @admin.action(description="Reconcile the selected batches", permissions=["change"])
+    def reconcile_batches(self, request, queryset):
+        for batch in queryset.order_by("pk"):
+            try:
+                reconciliation = reconcile_batch(batch=batch, actor=request.user)
+            except DomainError as exc:
+                self.message_user(request, f"Batch {batch.lot}: {exc.message}", messages.WARNING)
+                continue
+            self.log_change(request, batch, f"Reconciliation {reconciliation.pk}.")
+            if reconciliation.passed:
+                self.message_user(
+                    request, f"Batch {batch.lot}: reconciliation passed; it is reconciled.", messages.SUCCESS
+                )
+            else:
+                self.message_user(
+                    request,
+                    f"Batch {batch.lot}: reconciliation failed with {len(reconciliation.discrepancies)} "
+                    f"discrepancies; incident {reconciliation.incident_id} was raised.",
+                    messages.ERROR,
+                )
+
+    @admin.action(description="Release the selected batch (electronic signature)", permissions=["change"])
+    def release_selected_batch(self, request, queryset):
+        batches = list(queryset.select_related("product")[:2])
+        if len(batches) != 1:
+            self.message_user(request, "Release one batch at a time: a signature applies to one batch.", messages.ERROR)
+            return None
+        (batch,) = batches
+        form = BatchReleaseForm(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            try:
+                release_batch(batch=batch, actor=request.user, request=request, **form.cleaned_data)
+            except DomainError as exc:
+                _add_service_error(form, exc)
+            else:
+                self.log_change(request, batch, f"Released: {form.cleaned_data['reason']}")
+                self.message_user(request, f"Batch {batch.lot} is released.", messages.SUCCESS)
+                return HttpResponseRedirect(request.get_full_path())
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Release batch {batch.lot}",
+            "form": form,
+            "batch": batch,
+            "reconciliation": batch.reconciliations.order_by("-performed_at", "-pk").first(),
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/serialization/batch/release.html", context)
+
+
+class OrderAllocationInline(_ReadOnlyInline):
+    model = Allocation
+    fk_name = "packaging_order"
+    fields = ["pool", "request_id", "quantity", "released", "active", "created_at"]
+    readonly_fields = fields
+    verbose_name_plural = "allocations (serials given to this order)"
+
+    @admin.display(description="active")
+    def active(self, allocation: Allocation) -> int:
+        return allocation.active_quantity
+
+
+class CloseOrderForm(forms.Form):
+    reason = forms.CharField(
+        max_length=REASON_MAX,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Kept with the order and the released serials, e.g. “run finished”",
+    )
+
+
+@admin.register(PackagingOrder)
+class PackagingOrderAdmin(SimpleHistoryAdmin):
+    list_display = ["number", "batch", "line", "planned_quantity", "status", "closed_at", "closed_by"]
+    list_filter = ["status"]
+    search_fields = ["number", "batch__lot", "batch__product__product_code"]
+    list_select_related = ["batch__product", "line", "closed_by"]
+    fields = ["number", "batch", "line", "planned_quantity", "status", "closed_at", "closed_by", "created_by"]
+    readonly_fields = fields
+    inlines = [OrderAllocationInline]
+    actions = ["close_orders"]
+
+    def get_queryset(self, request):
+        return scope_orders(super().get_queryset(request), user=request.user)
+
+    def has_add_permission(self, request) -> bool:
+        return False  # orders come through the API (ERP), which gives them their serials
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def revert_disabled(self, request, obj=None) -> bool:
+        return True
+
+    @admin.action(description="Close the selected orders (unused serials go back to Available)", permissions=["change"])
+    def close_orders(self, request, queryset):
+        orders = list(queryset.select_related("batch").order_by("pk"))
+        form = CloseOrderForm(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            reason, released = form.cleaned_data["reason"], 0
+            for order in orders:
+                try:
+                    closed = close_packaging_order(order=order, actor=request.user, reason=reason)
+                except DomainError as exc:
+                    self.message_user(request, f"Order {order.number}: {exc.message}", messages.WARNING)
+                else:
+                    released += closed.released
+                    self.log_change(request, order, f"Closed: {reason}")
+            self.message_user(request, f"{released:,} unused serials went back to Available.", messages.SUCCESS)
+            return HttpResponseRedirect(request.get_full_path())
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Close packaging orders",
+            "form": form,
+            "orders": orders,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/serialization/batch/close_orders.html", context)
+
+
+@admin.register(LineReport)
+class LineReportAdmin(_ReadOnlyAdmin):
+    list_display = ["report_id", "kind", "order", "status", "lines", "submitted_by", "received_at"]
+    list_filter = ["kind", "status"]
+    search_fields = ["report_id", "order__number"]
+    list_select_related = ["order", "submitted_by"]
+    fields = ["report_id", "kind", "order", "status", "lines", "fingerprint", "outcome", "submitted_by", "received_at"]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return scope_to_company(
+            super().get_queryset(request), user=request.user, company_field="order__batch__product__owner_id"
+        )
+
+    @admin.display(description="result")
+    def outcome(self, report: LineReport):
+        return format_html("<pre>{}</pre>", json.dumps(report.result, indent=2, ensure_ascii=False)[:100_000])
+
+
+@admin.register(Reconciliation)
+class ReconciliationAdmin(_ReadOnlyAdmin):
+    REPORT_ROWS = 500
+
+    list_display = ["id", "batch", "passed", "discrepancy_count", "incident", "performed_by", "performed_at"]
+    list_filter = ["passed"]
+    search_fields = ["batch__lot", "batch__product__product_code"]
+    list_select_related = ["batch__product", "incident", "performed_by"]
+    fields = ["batch", "passed", "incident", "performed_by", "performed_at", "balance", "discrepancy_report"]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return scope_to_company(
+            super().get_queryset(request), user=request.user, company_field="batch__product__owner_id"
+        )
+
+    @admin.display(description="discrepancies")
+    def discrepancy_count(self, reconciliation: Reconciliation) -> int:
+        return len(reconciliation.discrepancies)
+
+    @admin.display(description="counts")
+    def balance(self, reconciliation: Reconciliation):
+        counts = reconciliation.counts or {}
+        rows = [("batch", counts.get("batch", {}))] + [(o.get("order"), o) for o in counts.get("orders", [])]
+        body = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    label,
+                    row.get("assigned", 0),
+                    row.get("commissioned", 0),
+                    ", ".join(f"{k} {v}" for k, v in row.get("decommissioned", {}).items()) or "0",
+                    row.get("returned", 0),
+                    row.get("unaggregated_units", 0),
+                )
+                for label, row in rows
+            ),
+        )
+        note = (
+            "Aggregation required by " + ", ".join(counts.get("aggregation_markets", []))
+            if counts.get("aggregation_required")
+            else "No market of the batch requires aggregation."
+        )
+        return format_html(
+            "<table><thead><tr><th>order</th><th>assigned</th><th>commissioned</th><th>decommissioned</th>"
+            "<th>returned</th><th>unaggregated units</th></tr></thead><tbody>{}</tbody></table><p>{}</p>",
+            body,
+            note,
+        )
+
+    @admin.display(description="discrepancies")
+    def discrepancy_report(self, reconciliation: Reconciliation):
+        found = reconciliation.discrepancies or []
+        if not found:
+            return "None: every serial is accounted for."
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    d.get("order") or "(batch)",
+                    d.get("kind", ""),
+                    d.get("expected", ""),
+                    d.get("found", ""),
+                    d.get("detail", ""),
+                    ", ".join(d.get("examples", [])),
+                )
+                for d in found[: self.REPORT_ROWS]
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>order</th><th>kind</th><th>expected</th><th>found</th><th>detail</th>"
+            "<th>example serials</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
         )

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from serialization.api import views
+from serialization.api import batches, history, line_reports, views
 
 urlpatterns = [
     path("pools/", views.PoolListCreateView.as_view(), name="pool-list"),
@@ -21,4 +21,21 @@ urlpatterns = [
     path("exports/<int:pk>/download/", views.ExportDownloadView.as_view(), name="export-download"),
     path("imports/<int:pk>/", views.ImportDetailView.as_view(), name="import-detail"),
     path("serials/lookup/", views.LookupView.as_view(), name="serial-lookup"),
+    path("batches/", batches.BatchListCreateView.as_view(), name="batch-list"),
+    path("batches/<int:pk>/", batches.BatchDetailView.as_view(), name="batch-detail"),
+    path("batches/<int:pk>/transition/", batches.BatchTransitionView.as_view(), name="batch-transition"),
+    path("batches/<int:pk>/reconcile/", batches.BatchReconcileView.as_view(), name="batch-reconcile"),
+    path(
+        "batches/<int:pk>/reconciliations/",
+        batches.BatchReconciliationListView.as_view(),
+        name="batch-reconciliations",
+    ),
+    path("batches/<int:pk>/release/", batches.BatchReleaseView.as_view(), name="batch-release"),
+    path("orders/", batches.OrderListCreateView.as_view(), name="order-list"),
+    path("orders/<int:pk>/", batches.OrderDetailView.as_view(), name="order-detail"),
+    path("orders/<int:pk>/serials/", batches.OrderSerialsView.as_view(), name="order-serials"),
+    path("orders/<int:pk>/close/", batches.OrderCloseView.as_view(), name="order-close"),
+    path("packs/history/", history.PackHistoryView.as_view(), name="pack-history"),
+    path("line-reports/", line_reports.LineReportCreateView.as_view(), name="line-report-create"),
+    path("line-reports/<str:report_id>/", line_reports.LineReportDetailView.as_view(), name="line-report-detail"),
 ]
