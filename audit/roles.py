@@ -55,7 +55,7 @@ ROLE_GRANTS: dict[str, tuple[Grant, ...]] = {
     ),
     Role.QA: (
         grant("masterdata", VIEW),
-        grant("serialization", VIEW, CHANGE),
+        grant("serialization", VIEW, CHANGE, codenames=["release_batch"]),
         # QA works the incidents (reconciliation discrepancies) through to resolution.
         grant("audit", VIEW, CHANGE, models=["incident"]),
     ),

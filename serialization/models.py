@@ -345,6 +345,8 @@ class Batch(models.Model):
         ordering = ["-created_at", "-pk"]
         verbose_name_plural = "batches"
         constraints = [models.UniqueConstraint(fields=["product", "lot"], name="batch_lot_unique_per_product")]
+        # Release is QA's electronic signature: its own permission, not implied by being allowed to edit batches.
+        permissions = [("release_batch", "Can release a batch (QA electronic signature)")]
 
     def __str__(self) -> str:
         return f"{self.product.product_code} lot {self.lot}"

@@ -25,7 +25,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django_otp import user_has_device
 
-from audit.exceptions import Conflict, DomainError
+from audit.exceptions import Conflict, DomainError, PermissionDenied
 from audit.models import AccessEvent, Incident
 from audit.services import raise_incident, record_access, verify_second_factor
 from serialization.models import Allocation, Batch, Pack, PackagingOrder, Reconciliation, SerialPool
@@ -318,6 +318,11 @@ def release_batch(
     """QA's electronic signature on a reconciled batch: the signer's password and a current authenticator code
     (or a backup code), re-entered now, and a reason. Records who, when and why; the history row carries the
     reason. A wrong password or code changes nothing but the access log (a failed attempt)."""
+    if not actor.has_perm("serialization.release_batch"):
+        raise PermissionDenied(
+            "Releasing a batch is QA's electronic signature: your account lacks the 'release batch' permission "
+            "(the QA role has it)."
+        )
     reason = clean_reason(reason, required=True, what="releasing the batch")
     _check_releasable(Batch.objects.get(pk=batch.pk))  # before the signature, so no code is spent in vain
     target = f"batch {batch.pk} ({batch.lot})"

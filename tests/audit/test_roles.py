@@ -58,7 +58,7 @@ def test_roles_cover_every_current_model_of_their_apps():
     assert role_permissions(Role.QA) == (
         codenames("masterdata", "view")
         | codenames("serialization", "view", "change")
-        | {"audit.view_incident", "audit.change_incident"}
+        | {"serialization.release_batch", "audit.view_incident", "audit.change_incident"}
     )
     assert role_permissions(Role.LINE_SYSTEM) == codenames("masterdata", "view") | codenames(
         "serialization", "add", "view"

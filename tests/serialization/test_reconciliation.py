@@ -7,6 +7,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from audit.exceptions import PermissionDenied
 from audit.models import AccessEvent, Incident
 from serialization.models import Batch, FreeRange, Pack, Reconciliation
 from serialization.services.batches import (
@@ -264,6 +265,20 @@ def test_release_is_refused_with_a_wrong_code_and_logs_the_failed_attempt(qa):
     assert Batch.objects.get(pk=batch.pk).status == Batch.Status.RECONCILED
     event = AccessEvent.objects.get(kind=AccessEvent.Kind.OTP_FAILED)
     assert event.details == {"purpose": "electronic signature: batch release", "step": "second factor", "method": "app"}
+
+
+def test_release_is_refused_to_a_steward_who_may_edit_batches_but_is_not_qa():
+    batch = reconciled_batch(Plant())
+    steward = make_user(username="steward-signer", roles=("Steward",), is_staff=True)
+    device = TOTPDevice.objects.create(user=steward, name="Authenticator app", confirmed=True)
+    assert steward.has_perm("serialization.change_batch")
+
+    with pytest.raises(PermissionDenied) as caught:
+        release_batch(batch=batch, actor=steward, password=PASSWORD, otp_code=totp_code(device), reason="Looks fine")
+
+    assert caught.value.status_code == 403
+    assert "lacks the 'release batch' permission" in caught.value.message
+    assert Batch.objects.get(pk=batch.pk).status == Batch.Status.RECONCILED
 
 
 def test_release_is_refused_without_a_reason(qa):
