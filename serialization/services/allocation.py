@@ -19,17 +19,23 @@ Three paths, one lock order (the pool row, then allocation rows), so concurrent 
   the pool, released ranges handed out first (lowest index first), then fresh indices; a short pool grants
   nothing (PoolExhausted, with the available count) or, when the caller allows it, a recorded partial fulfilment.
 
+Release and the general path commit the same way as the one statement when they own the transaction
+(``_locked_section``): asynchronously, then a flush barrier before returning. Readers may glimpse such a commit a
+moment before it is durable; every *write* that builds on it (say, an allocation reusing released serials) commits
+after it, so its own barrier flushes both.
+
 A unique (pool, request_id) constraint makes a retried request return the first result even when two copies race:
 the second insert fails once the first commits, and the retry answers from the committed row. By the project's
 convention no workflow hangs on Allocation signals; the one-statement path is not taken while receivers of
 django-simple-history's history-record signals are connected, because it writes the history row itself.
 """
 
+import contextlib
 import functools
 import hashlib
 import re
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from django.conf import settings
@@ -131,7 +137,7 @@ def allocate_serials(
             allocation = _allocate_in_one_statement(request, actor)
             if allocation is not None:
                 return allocation
-        with transaction.atomic():
+        with _locked_section():
             return _allocate_in_transaction(request, actor, cursor_first=not pool.free)
     except (IntegrityError, PoolExhausted):
         # A retry of a request that was granted before — while the pool has emptied since, or racing its first
@@ -140,6 +146,37 @@ def allocate_serials(
         if replay is None:
             raise
         return replay
+
+
+# --- commits that do not wait for the disk under the pool lock -----------------------------------------------------
+
+
+_BARRIER_SQL = "SELECT pg_logical_emit_message(true, 'serialization.allocation', %s)"
+
+
+def _wait_until_durable(cursor, note: str) -> None:
+    """Flush barrier: a transaction that writes WAL and commits synchronously. WAL is flushed in order, so when it
+    returns every earlier commit of this session — the asynchronous one just made — is on disk too."""
+    cursor.execute(_BARRIER_SQL, [note])
+
+
+@contextlib.contextmanager
+def _locked_section() -> Iterator[None]:
+    """``transaction.atomic()`` for a section that locks the pool row. On PostgreSQL, when this is the outermost
+    transaction, it commits asynchronously — releasing the lock without waiting for the WAL flush — and then waits
+    for the flush outside the lock, before returning: nothing is reported done before it is durable, and a crash
+    in between loses the whole transaction, which nobody was told about. Inside a caller's transaction it is a
+    plain savepoint: the caller's commit decides."""
+    db = connections[DEFAULT_DB_ALIAS]
+    asynchronous = db.vendor == "postgresql" and not db.in_atomic_block
+    with transaction.atomic(using=db.alias):
+        if asynchronous:
+            with db.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit = off")
+        yield
+    if asynchronous:
+        with db.cursor() as cursor:
+            _wait_until_durable(cursor, "locked section")
 
 
 # --- the one-statement path (PostgreSQL) ------------------------------------------------------------------------------
@@ -287,9 +324,8 @@ def _allocate_in_one_statement(request: Allocation, actor) -> Allocation | None:
         row = _run_one_statement(db, cursor, params)
         if row is None:
             return None
-        # Durability barrier, outside the lock: this transaction writes WAL and commits synchronously, and WAL is
-        # flushed in order, so once it returns the allocation's earlier commit record is on disk too.
-        cursor.execute("SELECT pg_logical_emit_message(true, 'serialization.allocation', %s)", [str(row[0])])
+        # Outside the lock, and before anyone is told: the allocation's commit reaches the disk.
+        _wait_until_durable(cursor, str(row[0]))
     request.pk = row[0]
     request._state.adding = False
     request._state.db = db.alias
@@ -383,7 +419,7 @@ def release_serials(*, allocation: Allocation, actor, reason: str, indices: Sequ
     reason = (reason or "").strip()
     if not reason:
         raise ReleaseRefused("Say why the serials are released (the reason is kept in the record).", field="reason")
-    with transaction.atomic():
+    with _locked_section():
         # Pool before allocation: the order allocate_serials takes them in.
         pool = SerialPool.objects.select_for_update().get(pk=allocation.pool_id)
         locked = Allocation.objects.select_for_update().get(pk=allocation.pk)
