@@ -51,6 +51,7 @@ ROLE_GRANTS: dict[str, tuple[Grant, ...]] = {
     Role.STEWARD: (
         grant("masterdata", ADD, CHANGE, VIEW),
         grant("serialization", ADD, CHANGE, VIEW),
+        grant("partners", ADD, CHANGE, VIEW),  # the MAH's stewards set up partnerships and assign serials
         grant("audit", VIEW, models=["accessevent", "incident"]),
     ),
     Role.QA: (

@@ -9,6 +9,7 @@ api_v1 = [
     path("", include("audit.api.urls")),
     path("", include("masterdata.api.urls")),
     path("", include("serialization.api.urls")),
+    path("", include("partners.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-v1:schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api-v1:schema"), name="redoc"),

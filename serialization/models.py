@@ -64,6 +64,15 @@ class SerialPool(models.Model):
     min_available = models.BigIntegerField(null=True, blank=True, help_text="Replenish when fewer are available")
     max_available = models.BigIntegerField(null=True, blank=True, help_text="Replenish up to this many available")
     max_per_request = models.PositiveIntegerField(default=500_000)
+    parent_pool = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="partner_pools",
+        editable=False,
+        help_text="The MAH pool whose serials a partner pool holds (through its PartnerSegment rows)",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
@@ -102,6 +111,16 @@ class SerialPool(models.Model):
                 condition=Q(source="generator", kind="sscc"),
                 name="one_generated_sscc_pool_per_prefix_and_extension",
                 violation_error_message="This company prefix and extension digit already have an SSCC pool.",
+            ),
+            models.CheckConstraint(
+                name="pool_parent_only_for_partner_pools",
+                condition=Q(parent_pool__isnull=True) | Q(source="partner"),
+            ),
+            # Every share of one MAH pool with one partner lands in the same partner pool.
+            models.UniqueConstraint(
+                fields=["owner", "parent_pool"],
+                condition=Q(source="partner"),
+                name="one_partner_pool_per_owner_and_parent",
             ),
         ]
 
@@ -154,9 +173,13 @@ class Allocation(models.Model):
         SYSTEM = "system", "External system request"
         PRINT = "print", "Print order"
 
+    # Serials of a partner pool handed back to the MAH, held by such an allocation for good. Not a Purpose: nobody
+    # asks allocate_serials for it; only services.partner_pools.return_partner_serials records one.
+    RETURNED = "returned"
+
     pool = models.ForeignKey(SerialPool, on_delete=models.PROTECT, related_name="allocations")
     request_id = models.CharField(max_length=100, help_text="Caller's idempotency key")
-    purpose = models.CharField(max_length=20, choices=Purpose.choices)
+    purpose = models.CharField(max_length=20, choices=[*Purpose.choices, (RETURNED, "Returned to the MAH")])
     reference = models.CharField(max_length=100, blank=True, help_text="Order, batch, partner or system reference")
     packaging_order = models.ForeignKey(
         "PackagingOrder", on_delete=models.PROTECT, null=True, blank=True, related_name="allocations"
@@ -250,7 +273,13 @@ class ListedSerial(models.Model):
     Extra per-serial parameters (Russian AI 91/92 crypto values) are stored here and never shown in lists."""
 
     id = models.BigAutoField(primary_key=True)
-    pool = models.ForeignKey(SerialPool, on_delete=models.PROTECT, related_name="+")
+    # The unique (pool, ordinal) index serves every lookup by pool, so the column gets no index of its own. The
+    # database checks that the pool exists with triggers (migration listed_serial_pool_checked_per_statement) instead
+    # of a foreign key: PostgreSQL checks a foreign key once per row, which cost a million-row import 3.5 s; the
+    # trigger checks once per statement, with the same lock, and pools holding listed serials cannot be deleted.
+    pool = models.ForeignKey(
+        SerialPool, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
+    )
     ordinal = models.BigIntegerField()
     product_code = models.CharField(max_length=14)
     serial = models.CharField(max_length=20)
@@ -543,3 +572,39 @@ class ImportJob(models.Model):
 
     def __str__(self) -> str:
         return f"import {self.pk} into {self.pool}"
+
+
+class PartnerSegment(models.Model):
+    """Indices [first_index, first_index + count) of a partner pool (a CMO's share of an MAH pool) are the indices
+    [parent_first_index, parent_first_index + count) of its parent pool, shared with the partner by ``allocation``
+    (the MAH's allocation for that CMO). One row per index range of that allocation, however many serials it holds.
+    Rows are only ever appended: a partner index means the same parent index for good, even after it is returned."""
+
+    pool = models.ForeignKey(SerialPool, on_delete=models.PROTECT, related_name="segments")
+    first_index = models.BigIntegerField(help_text="First index in the partner pool")
+    count = models.BigIntegerField()
+    parent_first_index = models.BigIntegerField(help_text="The same serial's index in the parent (MAH) pool")
+    allocation = models.ForeignKey(
+        Allocation, on_delete=models.PROTECT, related_name="partner_segments", help_text="The MAH allocation shared"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pool", "first_index"]
+        constraints = [
+            models.UniqueConstraint(fields=["pool", "first_index"], name="partner_segment_start_unique"),
+            # Also the index of the lookup "which segment of this allocation covers parent index i".
+            models.UniqueConstraint(
+                fields=["allocation", "parent_first_index"], name="partner_segment_parent_start_unique"
+            ),
+            models.CheckConstraint(
+                name="partner_segment_not_empty",
+                condition=Q(count__gt=0) & Q(first_index__gte=0) & Q(parent_first_index__gte=0),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"[{self.first_index}, {self.first_index + self.count}) = parent "
+            f"[{self.parent_first_index}, {self.parent_first_index + self.count})"
+        )

@@ -1,11 +1,11 @@
 """Serial-list parsers, one module per layout, and the registry the import service looks layouts up in.
 
-Every parser is ``parse(stream) -> Iterator[Row | RowProblem]`` (see ``base``); the service owns every check of
+Every parser is ``parse(stream) -> Iterator[Row | RowProblem | Column]`` (see ``base``); the service owns every check of
 the values, so adding a layout is adding a module and a line here.
 """
 
 from serialization.importers import csv_file, json_file, sap_attp, sap_ich, tracelink
-from serialization.importers.base import ImportFileError, Parser, Row, RowProblem
+from serialization.importers.base import Column, ImportFileError, Parser, Row, RowProblem
 from serialization.models import ImportJob
 
 PARSERS: dict[str, Parser] = {
@@ -21,4 +21,4 @@ def get_parser(layout: str) -> Parser | None:
     return PARSERS.get(layout)
 
 
-__all__ = ["PARSERS", "ImportFileError", "Parser", "Row", "RowProblem", "get_parser"]
+__all__ = ["PARSERS", "Column", "ImportFileError", "Parser", "Row", "RowProblem", "get_parser"]

@@ -1,12 +1,15 @@
 """What every serial-list parser yields, and the decoding they share.
 
-A parser is ``parse(stream) -> Iterator[Row | RowProblem]`` over a binary file object. It yields, in file order:
+A parser is ``parse(stream) -> Iterator[Row | RowProblem | Column]`` over a binary file object. It yields, in file
+order:
 
 - a ``Row`` ``(line, product_code_or_None, serial, parameters_or_None)`` for each serial it found: ``line`` is
   1-based as a person opening the file counts lines; ``product_code`` is what the row (or the document around it)
   says, before any check; ``parameters`` holds extra per-serial AIs (``{"91": …, "92": …}``) when the row has any;
 - a ``RowProblem`` for a row it cannot turn into a serial at all (wrong number of CSV columns, a JSON item that is a
   number, an EPC URN that does not parse);
+- or, for a run of rows that are nothing but serials on consecutive lines (no product code, no parameters), one
+  ``Column`` holding all of them: a plain list of a million serials then costs one object, not a million tuples;
 
 and raises ``ImportFileError`` when the file itself cannot be read any further (not UTF-8, malformed XML or JSON,
 a DOCTYPE). Parsers check shape only; the import service checks the values (character set, length, duplicates,
@@ -43,7 +46,14 @@ class ImportFileError(DomainError):
         self.line = line
 
 
-Parser = Callable[[BinaryIO], Iterator["Row | RowProblem"]]
+class Column(NamedTuple):
+    """Serials on consecutive lines ``first_line``, ``first_line + 1``, …, with no product code or parameters."""
+
+    first_line: int
+    serials: list[str]
+
+
+Parser = Callable[[BinaryIO], Iterator["Row | RowProblem | Column"]]
 
 # Raw AI data "01" + GTIN-14 + "21" + serial, with no further AIs: TraceLink's "AI" SNFormat, SerialLab's gs123.
 _RAW_01_21 = re.compile(r"01(\d{14})21([^\x1d]{1,20})")

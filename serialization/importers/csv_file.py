@@ -9,16 +9,20 @@ Comma-separated, UTF-8 (a BOM is fine), quoted as RFC 4180 says. The header row 
 
 Cells are trimmed of surrounding spaces (set 82 has no space, so no serial loses a character); blank lines are
 skipped; a line's number is the physical line of the file (a quoted field spanning lines counts every line).
+
+The file is read and decoded whole. The common file — one bare serial per line, nothing quoted, trimmed or blank —
+is recognised with one regex and split in C into a single ``Column``; anything else goes through ``csv.reader``.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from serialization.importers.base import ImportFileError, Row, RowProblem
+from serialization.importers.base import Column, ImportFileError, Row, RowProblem, decode_text
 
 _COLUMN_NAMES = {
     "serial": "serial",
@@ -45,14 +49,41 @@ _COLUMN_NAMES = {
 }
 _POSITIONAL = ("serial", "91", "92")
 _KNOWN = "serial, gtin (or product_code), 91, 92"
+# What makes a line more than one bare serial to csv.reader: a quote, a delimiter, a NUL (which it refuses), or
+# whitespace other than the line break (cells are trimmed; a lone CR ends a record).
+_NOT_PLAIN = re.compile(r'[",\x00]|[^\S\n]')
 
 
-def parse(stream: BinaryIO) -> Iterator[Row | RowProblem]:
-    text = io.TextIOWrapper(_buffered(stream), encoding="utf-8-sig", newline="")
-    try:
-        yield from _parse(text)
-    finally:
-        text.detach()  # leave the caller's file open: closing it is the caller's business
+def parse(stream: BinaryIO) -> Iterator[Row | RowProblem | Column]:
+    data = stream.read()
+    text = decode_text(data)
+    column = _plain_column(text)
+    if column is not None:
+        yield column
+        return
+    del text
+    reader = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
+    yield from _parse(reader)
+
+
+def _plain_column(text: str) -> Column | None:
+    """The whole file as one ``Column`` when every line is one bare serial (CRLF line ends are fine), else None."""
+    if "\r" in text:
+        if text.count("\r") != text.count("\r\n"):
+            return None
+        text = text.replace("\r\n", "\n")
+    text = text.rstrip("\n")
+    if not text or _NOT_PLAIN.search(text) is not None:
+        return None
+    serials = text.split("\n")
+    del text
+    if "" in serials:
+        return None  # a blank line inside: csv.reader skips it and keeps counting lines
+    first = serials[0].lower()
+    if _COLUMN_NAMES.get(first) == "serial" and not first.strip("()").isdigit():
+        del serials[0]
+        return Column(2, serials)
+    return Column(1, serials)
 
 
 def _parse(text: io.TextIOWrapper) -> Iterator[Row | RowProblem]:
@@ -92,27 +123,6 @@ def _parse(text: io.TextIOWrapper) -> Iterator[Row | RowProblem]:
         yield _row(line, cells, columns)
 
 
-class _Reader(io.RawIOBase):
-    """Any object with ``read(n)`` (a Django ``File``, a storage's stream) as the raw stream TextIOWrapper needs."""
-
-    def __init__(self, stream) -> None:
-        self._stream = stream
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self._stream.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-
-def _buffered(stream) -> io.BufferedIOBase:
-    if isinstance(stream, io.BufferedIOBase):
-        return stream
-    return io.BufferedReader(_Reader(stream), buffer_size=1 << 16)
-
-
 def _records(reader) -> Iterator[tuple[int, list[str]]]:
     previous_end = 0
     try:
@@ -125,12 +135,6 @@ def _records(reader) -> Iterator[tuple[int, list[str]]]:
     except csv.Error as exc:
         line = reader.line_num or 1
         raise ImportFileError(f"Line {line}: the CSV cannot be read ({exc}) — check the quotes on that line.") from exc
-    except UnicodeDecodeError as exc:
-        line = reader.line_num + 1
-        raise ImportFileError(
-            f"Line {line}: the file is not UTF-8 text ({exc.reason}) — save it as UTF-8 and upload it again.",
-            line=line,
-        ) from exc
 
 
 def _header_columns(names: list[str], line: int) -> tuple[str | None, ...]:

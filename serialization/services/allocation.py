@@ -51,7 +51,7 @@ from serialization.exceptions import (
     ReleaseRefused,
     RequestTooLarge,
 )
-from serialization.models import Allocation, AllocationRange, FreeRange, Pack, Release, SerialPool
+from serialization.models import Allocation, AllocationRange, FreeRange, Pack, PartnerSegment, Release, SerialPool
 
 Interval = tuple[int, int]  # (first_index, count)
 
@@ -414,8 +414,21 @@ def release_serials(*, allocation: Allocation, actor, reason: str, indices: Sequ
     """Give unused serials of ``allocation`` back to Available, with who and why.
 
     Without ``indices`` every serial of the allocation that was not commissioned is released (closing an order);
-    with them, exactly those — and if any of them was commissioned, nothing is released.
+    with them, exactly those — and if any of them was commissioned, nothing is released. Serials shared with a CMO
+    come back only through the CMO's partner pool (``partner_pools.return_partner_serials``), never from here: the
+    CMO could otherwise still hand out serials the MAH hands out again.
     """
+    return _release(allocation=allocation, actor=actor, reason=reason, indices=indices, partner_return=False)
+
+
+def release_returned_partner_serials(*, allocation: Allocation, actor, reason: str, indices: Sequence[int]) -> Release:
+    """The MAH side of a CMO's return: ``indices`` were already taken out of the CMO's partner pool."""
+    return _release(allocation=allocation, actor=actor, reason=reason, indices=indices, partner_return=True)
+
+
+def _release(
+    *, allocation: Allocation, actor, reason: str, indices: Sequence[int] | None, partner_return: bool
+) -> Release:
     reason = (reason or "").strip()
     if not reason:
         raise ReleaseRefused("Say why the serials are released (the reason is kept in the record).", field="reason")
@@ -423,6 +436,15 @@ def release_serials(*, allocation: Allocation, actor, reason: str, indices: Sequ
         # Pool before allocation: the order allocate_serials takes them in.
         pool = SerialPool.objects.select_for_update().get(pk=allocation.pool_id)
         locked = Allocation.objects.select_for_update().get(pk=allocation.pk)
+        if locked.purpose == Allocation.RETURNED:
+            raise ReleaseRefused(
+                "These serials were returned to the MAH and are no longer the CMO's; there is nothing to release."
+            )
+        if not partner_return and PartnerSegment.objects.filter(allocation=locked).exists():
+            raise ReleaseRefused(
+                f"Allocation {locked.request_id!r} was shared with a CMO: return its unused serials through the "
+                "partnership (the CMO's partner pool), not by releasing the allocation."
+            )
         held = allocation_ranges(locked)
         if indices is None:
             wanted = held

@@ -45,7 +45,7 @@ from audit.exceptions import DomainError
 from masterdata import gs1
 from masterdata.models import NUMERIC, UPPER_ALNUM, Market
 from serialization.exceptions import InvalidPoolDefinition
-from serialization.importers import ImportFileError, Parser, RowProblem, get_parser
+from serialization.importers import Column, ImportFileError, Parser, RowProblem, get_parser
 from serialization.models import ImportJob, ListedSerial, PoolFill, SerialPool
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,9 @@ MAX_SERIAL_LENGTH = 20
 DEFAULT_MAX_ROWS = 10_000_000
 _COPY_CHUNK = 50_000
 _TEMP_TABLE = "serial_import_rows"
+_COPY_COLUMNS = "serial, ordinal, pool_id, product_code, parameters"
+_SQLITE_CACHE_SIZE = -262_144  # KiB: 256 MiB at most
+_IMPORT_LOCK_CLASS = 0x53_49  # pg_advisory_xact_lock(class, pool) keys of import_serials: "SI"
 _REPORTED_SERIAL_CHARS = 40
 
 _SET_82_CLASS = "".join(re.escape(char) for char in sorted(gs1.CHARSET_82))
@@ -190,6 +193,23 @@ def _read(parser: Parser, stream, pool: SerialPool, report: _Report) -> _Rows:
     count = 0
     try:
         for item in parser(stream):
+            if type(item) is Column:
+                first_line, column = item
+                if count + len(column) > max_rows:
+                    line = first_line + max_rows - count
+                    count = max_rows + 1
+                    raise ImportFileError(
+                        f"Line {line}: the file has more than {max_rows:,} serials — split it into smaller files.",
+                        line=line,
+                    )
+                count += len(column)
+                if required:
+                    problem = _parameter_problem(None, required, markets)
+                    for line, serial in enumerate(column, first_line):
+                        report.add(line, serial, problem)
+                lines.extend(range(first_line, first_line + len(column)))
+                serials.extend(column)
+                continue
             count += 1
             if type(item) is RowProblem:
                 report.add(item.line, item.serial, item.problem)
@@ -375,9 +395,7 @@ def _describe_alphabet(alphabet: str) -> str:
 def _insert(pool: SerialPool, rows: _Rows, actor, report: _Report, job: ImportJob | None) -> ImportResult | None:
     count = len(rows.serials)
     with transaction.atomic():
-        # The pool row owns the ordinals: two imports into one pool queue here and never interleave.
-        locked = SerialPool.objects.select_for_update().get(pk=pool.pk)
-        first_ordinal = locked.filled
+        first_ordinal = _claim_ordinals(pool)
         try:
             with transaction.atomic(), connection.wrap_database_errors:
                 _insert_rows(pool, first_ordinal, rows)
@@ -387,6 +405,11 @@ def _insert(pool: SerialPool, rows: _Rows, actor, report: _Report, job: ImportJo
             if not _report_existing(pool, rows, set(), report):
                 raise
             return None
+        # Only now the pool row, for the three statements that make the rows count: allocations of the serials the
+        # pool already had went on during the write. FOR NO KEY UPDATE, as an UPDATE of a counter takes.
+        locked = SerialPool.objects.select_for_update(no_key=True).get(pk=pool.pk)
+        if locked.filled != first_ordinal:
+            raise RuntimeError(f"{pool}: filled moved from {first_ordinal} to {locked.filled} during an import")
         SerialPool.objects.filter(pk=pool.pk).update(filled=F("filled") + count)
         reason = f"import of {count:,} serials" + (f" (job {job.pk}: {job.original_name})" if job else "")
         PoolFill.objects.create(
@@ -398,6 +421,22 @@ def _insert(pool: SerialPool, rows: _Rows, actor, report: _Report, job: ImportJo
     return ImportResult(
         status=ImportJob.Status.DONE, rows=rows.count, imported=count, first_ordinal=first_ordinal, errors=[]
     )
+
+
+def _claim_ordinals(pool: SerialPool) -> int:
+    """Queue behind any other import into ``pool`` (until this transaction ends) and return its first free ordinal.
+
+    Only imports change a list pool's ``filled``, so on PostgreSQL a transaction-scoped advisory lock per pool is
+    enough to keep two imports from taking the same ordinals, and the pool row stays free for allocations during the
+    write. SQLite's IMMEDIATE transactions hold the database's write lock from BEGIN; other databases lock the row.
+    """
+    if connection.vendor != "postgresql":
+        return SerialPool.objects.select_for_update().values_list("filled", flat=True).get(pk=pool.pk)
+    with connection.cursor() as cursor:
+        # Two int4 keys: a class of our own, then the pool (wrapped past 2^31: a shared key only queues two imports).
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_IMPORT_LOCK_CLASS, pool.pk % 2**31])
+    # READ COMMITTED: this query's snapshot is taken after the lock is granted, so it sees the last import's filled.
+    return SerialPool.objects.values_list("filled", flat=True).get(pk=pool.pk)
 
 
 def _reject(job: ImportJob | None, rows: _Rows, report: _Report) -> ImportResult:
@@ -418,41 +457,66 @@ def _finish(job: ImportJob, *, status: str, errors: list[dict], error_count: int
 
 def _insert_rows(pool: SerialPool, first_ordinal: int, rows: _Rows) -> None:
     table = connection.ops.quote_name(ListedSerial._meta.db_table)
-    columns = "pool_id, ordinal, product_code, serial, parameters"
     serials, parameters = rows.serials, rows.parameters
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            with cursor.copy(f"COPY {table} ({_COPY_COLUMNS}) FROM STDIN") as copy:
                 for chunk in _copy_chunks(pool, first_ordinal, serials, parameters):
                     copy.write(chunk)
         else:
-            cursor.executemany(
-                f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s, %s)",  # noqa: S608 - names from _meta
-                (
-                    (pool.pk, first_ordinal + index, pool.product_code, serial, _json(parameters.get(index)))
-                    for index, serial in enumerate(serials)
-                ),
-            )
+            # SQLite's page cache (2 MB by default) is far smaller than the indexes a big list updates: give this
+            # statement room (pages are allocated only as used), then the connection its own setting back.
+            cursor.execute("PRAGMA cache_size")
+            (cache_size,) = cursor.fetchone()
+            cursor.execute(f"PRAGMA cache_size = {_SQLITE_CACHE_SIZE}")
+            try:
+                cursor.executemany(
+                    f"INSERT INTO {table} (pool_id, ordinal, product_code, serial, parameters) "  # noqa: S608 - _meta
+                    "VALUES (%s, %s, %s, %s, %s)",
+                    (
+                        (pool.pk, first_ordinal + index, pool.product_code, serial, _json(parameters.get(index)))
+                        for index, serial in enumerate(serials)
+                    ),
+                )
+            finally:
+                cursor.execute(f"PRAGMA cache_size = {int(cache_size)}")
 
 
 def _copy_chunks(pool: SerialPool, first_ordinal: int, serials: list[str], parameters: dict) -> Iterator[str]:
-    """COPY text rows. Serials are set-82 characters by now (no tab, newline or backslash); parameter JSON may hold
-    backslashes (an escaped quote), which COPY's text format needs doubled."""
-    head, code = f"{pool.pk}\t", pool.product_code
-    for start in range(0, len(serials), _COPY_CHUNK):
-        chunk = serials[start : start + _COPY_CHUNK]
-        ordinals = range(first_ordinal + start, first_ordinal + start + len(chunk))
-        if not parameters:
-            yield "".join(
-                [f"{head}{ordinal}\t{code}\t{serial}\t\\N\n" for ordinal, serial in zip(ordinals, chunk, strict=True)]
-            )
-            continue
+    """COPY text rows ``serial, ordinal, pool, product code, parameters`` in the order of their serials.
+
+    Sorted, the rows reach the unique index on (product_code, serial) in its own order: it fills page after page
+    instead of splitting pages all over a tree far larger than the CPU caches. Each row keeps its file position as
+    its ordinal, the order serials are handed out in. The rows are grouped by the first character in which serials
+    differ, and each group is sorted only when the server has the groups before it to write.
+
+    A line sorts by its serial because every set-82 character comes after the tab that ends it. Serials are set-82
+    characters by now (no tab, newline or backslash); parameter JSON may hold backslashes, which COPY's text format
+    doubles.
+    """
+    tail = f"\t{pool.pk}\t{pool.product_code}\t"
+    if not parameters:
+        end = tail + "\\N\n"
+        lines = [f"{serial}\t{ordinal}{end}" for ordinal, serial in enumerate(serials, first_ordinal)]
+    else:
         lines = []
-        for offset, (ordinal, serial) in enumerate(zip(ordinals, chunk, strict=True)):
-            params = parameters.get(start + offset)
+        for index, serial in enumerate(serials):
+            params = parameters.get(index)
             value = _json(params).replace("\\", "\\\\") if params else "\\N"
-            lines.append(f"{head}{ordinal}\t{code}\t{serial}\t{value}\n")
-        yield "".join(lines)
+            lines.append(f"{serial}\t{first_ordinal + index}{tail}{value}\n")
+    # Every serial starts with the prefix that the least and the greatest share; a serial that is all prefix has a
+    # tab at that position, which sorts first.
+    least, greatest = min(serials), max(serials)
+    position = next((i for i, (a, b) in enumerate(zip(least, greatest, strict=False)) if a != b), len(least))
+    groups: dict[str, list[str]] = {}
+    for line in lines:
+        groups.setdefault(line[position], []).append(line)
+    del lines
+    for key in sorted(groups):
+        group = groups.pop(key)
+        group.sort()
+        for start in range(0, len(group), _COPY_CHUNK):
+            yield "".join(group[start : start + _COPY_CHUNK])
 
 
 def _json(params: dict | None) -> str | None:

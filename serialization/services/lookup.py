@@ -1,10 +1,16 @@
-"""Which pool, index, allocation and status is a serial? Answered by decryption and index lookups, not scans."""
+"""Which pool, index, allocation and status is a serial? Answered by decryption and index lookups, not scans.
+
+A serial lives in the pool that generated or imported it (the MAH's). While an MAH allocation that was shared with
+a CMO holds it, its status is the CMO's: Available in the CMO's partner pool, or Assigned to the CMO's allocation.
+"""
 
 from dataclasses import dataclass
 
 from masterdata import gs1
 from serialization.exceptions import UnknownSerial
 from serialization.models import Allocation, AllocationRange, ListedSerial, Pack, SerialPool
+from serialization.services.materialise import indices_or_missing
+from serialization.services.partner_pools import live_segment
 from serialization.services.pools import pool_permutation
 
 
@@ -13,11 +19,14 @@ class SerialStatus:
     AVAILABLE = "available"
     ASSIGNED = "assigned"
 
-    pool: SerialPool
+    pool: SerialPool  # where the serial was generated or imported (the MAH's pool for a shared serial)
     index: int
-    status: str
-    allocation: Allocation | None
+    status: str  # for a serial shared with a partner: its status in the partner pool
+    allocation: Allocation | None  # for a serial shared with a partner: the partner's allocation, if any
     pack: Pack | None
+    partner_pool: SerialPool | None = None  # the CMO's partner pool holding the serial now, if any
+    partner_index: int | None = None
+    assignment: Allocation | None = None  # the MAH's allocation that shared the serial with the partner
 
 
 def _holding_range(pool: SerialPool, index: int) -> AllocationRange | None:
@@ -35,10 +44,39 @@ def _holding_range(pool: SerialPool, index: int) -> AllocationRange | None:
 def _status_at(pool: SerialPool, index: int, pack_code: str, pack_serial: str) -> SerialStatus:
     held = _holding_range(pool, index)
     pack = Pack.objects.filter(product_code=pack_code, serial=pack_serial).first()
+    segment = live_segment(allocation=held.allocation, parent_index=index) if _shareable(held) else None
+    if segment is not None:
+        partner_index = segment.first_index + index - segment.parent_first_index
+        partner_held = _holding_range(segment.pool, partner_index)
+        return SerialStatus(
+            pool,
+            index,
+            SerialStatus.ASSIGNED if partner_held is not None else SerialStatus.AVAILABLE,
+            partner_held.allocation if partner_held is not None else None,
+            pack,
+            partner_pool=segment.pool,
+            partner_index=partner_index,
+            assignment=held.allocation,
+        )
     if held is not None:
         return SerialStatus(pool, index, SerialStatus.ASSIGNED, held.allocation, pack)
     # Released (a FreeRange) or never handed out but within the filled part: Available.
     return SerialStatus(pool, index, SerialStatus.AVAILABLE, None, pack)
+
+
+def _shareable(held: AllocationRange | None) -> bool:
+    # Only allocations for a CMO are ever shared: other serials cost no extra query.
+    return held is not None and held.allocation.purpose == Allocation.Purpose.CMO
+
+
+def index_in_pool(*, pool: SerialPool, product_code: str, serial: str) -> int | None:
+    """The index of ``serial`` of ``product_code`` in ``pool`` — generated, list or partner pool — or None when the
+    pool does not hold it. For an SSCC pool give ``product_code=""`` and the 18-digit SSCC as ``serial``. In a
+    partner pool, a serial received twice (returned, then shared again) has its newest index."""
+    if product_code != pool.product_code:
+        return None
+    (index,) = indices_or_missing(pool, [serial]).tolist()
+    return index if index >= 0 else None
 
 
 def lookup_serial(*, product_code: str, serial: str) -> SerialStatus:

@@ -23,6 +23,7 @@ from masterdata import gs1
 from serialization.exceptions import NotationUnavailable
 from serialization.models import Allocation, ExportJob, ListedSerial, SerialPool
 from serialization.services.allocation import allocation_ranges
+from serialization.services.partner_pools import parent_ranges, partner_indices
 from serialization.services.pools import pool_permutation
 
 Interval = tuple[int, int]  # (first_index, count)
@@ -67,6 +68,9 @@ def iter_serial_chunks(
         raise ValueError("chunk_size must be positive")
     pool = allocation.pool
     ranges = allocation_ranges(allocation) if ranges is None else ranges
+    if pool.source == SerialPool.Source.PARTNER:
+        # A partner pool's numbers are its parent's: the same ranges, translated through its segments.
+        pool, ranges = parent_ranges(partner_pool=pool, ranges=ranges)
     if pool.is_generated:
         permutation = pool_permutation(pool)
         for first, count in ranges:
@@ -327,6 +331,23 @@ def indices_of_serials(pool: SerialPool, serials: Sequence[str]) -> list[int]:
     """The pool indices of ``serials`` (full SSCCs for an SSCC pool), in the given order; DomainError naming the
     first serial that is not in the pool."""
     serials = list(serials)
+    found = indices_or_missing(pool, serials)
+    missing = np.flatnonzero(found < 0)
+    if missing.size:
+        raise DomainError(f"Serial {serials[missing[0]]!r} is not in pool {pool}; check the serial.", field="serials")
+    return found.tolist()
+
+
+def indices_or_missing(pool: SerialPool, serials: Sequence[str]) -> np.ndarray:
+    """The pool index of each of ``serials`` (−1 for one not in the pool), for generated, list and partner pools.
+
+    A partner pool resolves through its parent: the parent index first, then the partner index of that."""
+    serials = list(serials)
+    if pool.source == SerialPool.Source.PARTNER:
+        if pool.parent_pool_id is None:
+            return np.full(len(serials), -1, dtype=np.int64)
+        parent = indices_or_missing(pool.parent_pool, serials)
+        return partner_indices(partner_pool=pool, parent_indices=parent)
     if not pool.is_generated:
         found: dict[str, int] = {}
         for lo in range(0, len(serials), 500):
@@ -334,21 +355,16 @@ def indices_of_serials(pool: SerialPool, serials: Sequence[str]) -> list[int]:
             found.update(
                 ListedSerial.objects.filter(pool_id=pool.pk, serial__in=batch).values_list("serial", "ordinal")
             )
-        missing = next((s for s in serials if s not in found), None)
-        if missing is not None:
-            raise DomainError(f"Serial {missing!r} is not in pool {pool}; check the serial.", field="serials")
-        return [found[s] for s in serials]
+        return np.array([found.get(s, -1) for s in serials], dtype=np.int64)
     permutation = pool_permutation(pool)
-    indices = []
-    for serial in serials:
+    indices = np.empty(len(serials), dtype=np.int64)
+    for i, serial in enumerate(serials):
         try:
             reference = _sscc_reference(pool, serial) if pool.kind == SerialPool.Kind.SSCC else serial
             index = permutation.index_of(reference)
         except (ValueError, gs1.GS1Error):
             index = -1
-        if not 0 <= index < pool.filled:
-            raise DomainError(f"Serial {serial!r} is not in pool {pool}; check the serial.", field="serials")
-        indices.append(index)
+        indices[i] = index if 0 <= index < pool.filled else -1
     return indices
 
 

@@ -53,6 +53,7 @@ def test_roles_cover_every_current_model_of_their_apps():
     assert role_permissions(Role.STEWARD) == (
         codenames("masterdata", "add", "change", "view")
         | codenames("serialization", "add", "change", "view")
+        | codenames("partners", "add", "change", "view")
         | {"audit.view_accessevent", "audit.view_incident"}
     )
     assert role_permissions(Role.QA) == (

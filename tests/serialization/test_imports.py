@@ -1,7 +1,8 @@
 """Serial list imports: all or nothing, every problem reported by line, set-based on PostgreSQL (COPY) and SQLite.
 
 Run on both databases: ``pytest tests/serialization/test_imports.py`` and with
-``DATABASE_URL=postgres://postgres@127.0.0.1:5432/backoffice_imp``; the concurrency test needs PostgreSQL.
+``DATABASE_URL=postgres://postgres@127.0.0.1:5432/backoffice_imp``; the concurrency tests and the pool triggers need
+PostgreSQL (SQLite ignores row locks and has no such triggers) and are skipped with the reason on SQLite.
 """
 
 import io
@@ -11,12 +12,12 @@ from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection, connections
+from django.db import IntegrityError, connection, connections, transaction
 
 from audit.exceptions import DomainError
 from serialization.exceptions import InvalidPoolDefinition
 from serialization.models import ImportJob, ListedSerial, PoolFill, SerialPool
-from serialization.services import create_generated_pool, create_list_pool
+from serialization.services import allocate_serials, create_generated_pool, create_list_pool
 from serialization.services.imports import import_serials, run_import_job, start_import
 from tests.factories import make_company, make_product, make_user
 
@@ -120,6 +121,53 @@ def test_csv_with_gtin_column_and_semantics_of_blank_lines_and_spaces(pool, acto
 
     assert result.status == "done", result.errors
     assert listed(pool) == [(0, "S1"), (1, "S2")]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "serial\nP1\nP2\nP3\n",  # one bare serial per line: read as one column, without csv.reader
+        "Serial\r\nP1\r\nP2\r\nP3",  # CRLF, no final line break
+        "serial\nP1\nP2\nP3\n\n\n",  # blank lines at the end
+        "serial\nP1\n\nP2\nP3\n",  # a blank line inside: csv.reader, which skips it
+        'serial\n"P1"\nP2\n P3 \n',  # quoted and padded cells: csv.reader
+    ],
+)
+def test_plain_and_quoted_csv_read_alike(pool, actor, text):
+    result = run(pool, text, actor)
+
+    assert (result.status, result.rows) == ("done", 3), result.errors
+    assert listed(pool) == [(0, "P1"), (1, "P2"), (2, "P3")]
+
+
+@pytest.mark.parametrize("text", ["P1\n\nP2\nP 3\n", "serial\nP1\nP2\nP 3\n", "P1\nP2\n21\nP 3"])
+def test_lines_are_counted_alike_with_and_without_csv_reader(pool, actor, text):
+    result = run(pool, text, actor)
+
+    assert [(line, serial) for line, serial, _ in problems(result)] == [(4, "P 3")]
+
+
+@pytest.mark.parametrize("text", ["".join(f"M{n}\n" for n in range(6)), "".join(f'"M{n}"\n' for n in range(6))])
+def test_a_file_over_the_row_limit_is_refused_at_the_first_row_too_many(pool, actor, settings, text):
+    settings.SERIAL_IMPORT_MAX_ROWS = 4
+
+    result = run(pool, text, actor)
+
+    assert problems(result) == [(5, "", "Line 5: the file has more than 4 serials — split it into smaller files.")]
+    assert ListedSerial.objects.count() == 0
+
+
+@pytest.mark.postgres
+def test_postgres_writes_rows_in_serial_order_but_they_keep_their_file_position(pool, actor):
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (DATABASE_URL): the sorted COPY")
+
+    result = run(pool, "serial\nZ9\nA1\nM5\nB2\n", actor)
+
+    assert result.status == "done"
+    assert listed(pool) == [(0, "Z9"), (1, "A1"), (2, "M5"), (3, "B2")]
+    by_insertion = ListedSerial.objects.filter(pool=pool).order_by("pk").values_list("serial", "ordinal")
+    assert list(by_insertion) == [("A1", 1), ("B2", 3), ("M5", 2), ("Z9", 0)]
 
 
 # --- each problem, with its line ---------------------------------------------------------------------------------
@@ -593,7 +641,7 @@ def test_postgres_imports_with_copy_and_reports_clashes_through_a_temp_table(poo
     assert run(pool, "C1\nC2\n", actor).status == "done"
     assert run(pool, "C3\nC2\n", actor).status == "rejected"
 
-    table = '"serialization_listedserial" (pool_id, ordinal, product_code, serial, parameters)'
+    table = '"serialization_listedserial" (serial, ordinal, pool_id, product_code, parameters)'
     assert statements == [
         f"COPY {table} FROM STDIN",
         f"COPY {table} FROM STDIN",
@@ -632,3 +680,104 @@ def test_concurrent_imports_into_one_pool_never_interleave_ordinals(pool, actor)
         assert [serial for _, serial in block] == [f"{name}{n:06d}" for n in range(3000)]
     pool.refresh_from_db()
     assert pool.filled == 12000
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_postgres_allocations_from_a_pool_go_on_while_an_import_into_it_writes(pool, actor, monkeypatch):
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (DATABASE_URL): SQLite ignores row locks and serialises writers")
+    from serialization.services import imports
+
+    assert run(pool, "".join(f"F{n:05d}\n" for n in range(1000)), actor).status == "done"
+    pool.refresh_from_db()
+    written, allocated = threading.Event(), threading.Event()
+    events, failures, outcome = [], [], {}
+    real_insert_rows = imports._insert_rows
+
+    def insert_rows_then_hold(*args, **kwargs):
+        real_insert_rows(*args, **kwargs)
+        events.append("import wrote its rows")
+        written.set()
+        # The import's transaction now holds what it holds during its write. An allocation that had to wait for
+        # it would wait for this event in vain: the wait runs out and the order of events below says so.
+        allocated.wait(timeout=30)
+        events.append("import goes on to commit")
+
+    monkeypatch.setattr(imports, "_insert_rows", insert_rows_then_hold)
+
+    def import_large():
+        try:
+            outcome["import"] = run(pool, "".join(f"L{n:07d}\n" for n in range(200_000)), actor)
+            events.append("import committed")
+        except Exception as exc:  # pragma: no cover - reported below
+            failures.append(exc)
+        finally:
+            connections.close_all()
+
+    def allocate():
+        try:
+            written.wait(timeout=60)
+            outcome["allocation"] = allocate_serials(
+                pool=pool, quantity=10, actor=actor, request_id="during-import", purpose="batch"
+            )
+            events.append("allocation committed")
+        except Exception as exc:  # pragma: no cover - reported below
+            failures.append(exc)
+        finally:
+            allocated.set()
+            connections.close_all()
+
+    threads = [threading.Thread(target=import_large), threading.Thread(target=allocate)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert failures == []
+    assert events == [
+        "import wrote its rows",
+        "allocation committed",
+        "import goes on to commit",
+        "import committed",
+    ]
+    assert (outcome["import"].status, outcome["import"].first_ordinal) == ("done", 1000)
+    assert [(r.first_index, r.count) for r in outcome["allocation"].ranges.all()] == [(0, 10)]
+    pool.refresh_from_db()
+    assert (pool.filled, pool.next_index, pool.available) == (201_000, 10, 200_990)
+    assert ListedSerial.objects.filter(pool=pool).count() == 201_000
+
+
+@pytest.mark.postgres
+def test_postgres_refuses_listed_serials_of_a_pool_that_does_not_exist(pool):
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (DATABASE_URL): the trigger that stands for the foreign key")
+    missing = SerialPool.objects.order_by("-pk").values_list("pk", flat=True).first() + 1
+    rows = [ListedSerial(pool_id=pool.pk, ordinal=0, product_code=GTIN, serial="K1")]
+
+    with pytest.raises(IntegrityError, match="listed_serial_pool_exists"), transaction.atomic():
+        ListedSerial.objects.bulk_create(
+            [*rows, ListedSerial(pool_id=missing, ordinal=0, product_code=GTIN, serial="K2")]
+        )
+    ListedSerial.objects.bulk_create(rows)
+    with pytest.raises(IntegrityError, match="listed_serial_pool_exists"), transaction.atomic():
+        ListedSerial.objects.filter(pool=pool).update(pool_id=missing)
+
+    assert list(ListedSerial.objects.values_list("pool_id", "serial")) == [(pool.pk, "K1")]
+
+
+@pytest.mark.postgres
+def test_postgres_refuses_to_delete_a_pool_that_holds_listed_serials(owner, product, pool, actor):
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (DATABASE_URL): the trigger that stands for the foreign key")
+    empty = create_list_pool(owner=owner, actor=actor, product=product, source=SerialPool.Source.API, name="empty")
+    ListedSerial.objects.create(pool=pool, ordinal=0, product_code=GTIN, serial="K1")
+    table = SerialPool._meta.db_table
+
+    refused = pytest.raises(IntegrityError, match="listed_serial_pool_exists")
+    with refused, transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {table} WHERE id = %s", [pool.pk])  # noqa: S608 - a model's table
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {table} WHERE id = %s", [empty.pk])  # noqa: S608 - a model's table
+
+    assert set(SerialPool.objects.values_list("pk", flat=True)) == {pool.pk}
