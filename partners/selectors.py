@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 from guardian.shortcuts import get_objects_for_user
 
 from audit.exceptions import NotFound
@@ -24,7 +25,7 @@ from masterdata.models import Company, Product
 from masterdata.selectors import apply_filters, get_company, get_user_company_id, get_visible
 from partners.models import Partnership, SerialAssignment
 from serialization import selectors as serial_selectors
-from serialization.models import Allocation, Batch, LineReport, Pack, PackagingOrder, SerialPool
+from serialization.models import Allocation, Batch, LineReport, Pack, PackagingOrder, PartnerSegment, SerialPool
 from serialization.services import batches as batch_services
 
 SOURCE_LABELS = dict(SerialPool.Source.choices)
@@ -422,8 +423,26 @@ def list_partner_usage(*, user, filters: dict | None = None) -> list[PartnerUsag
         entry["assigned"] += row["total"]
         entry["pools"].add(row["partner_pool_id"])
     pool_ids = {pool_id for entry in keys.values() for pool_id in entry["pools"]}
+    # A CMO's packs are recorded at the MAH pool's index of the serial (one row per serial, whoever packed it), so
+    # "used" counts the packs inside each segment the MAH shared — an index range scan per segment, in one query.
+    packs_in_segment = (
+        Pack.objects.filter(
+            pool_id=OuterRef("pool__parent_pool_id"),
+            index__gte=OuterRef("parent_first_index"),
+            index__lt=OuterRef("parent_first_index") + OuterRef("count"),
+        )
+        .order_by()
+        .values("pool_id")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
     used = dict(
-        Pack.objects.filter(pool_id__in=pool_ids).values("pool_id").annotate(n=Count("pk")).values_list("pool_id", "n")
+        PartnerSegment.objects.filter(pool_id__in=pool_ids)
+        .annotate(n=Coalesce(Subquery(packs_in_segment), 0))
+        .values("pool_id")
+        .annotate(total=Sum("n"))
+        .order_by()
+        .values_list("pool_id", "total")
         if pool_ids
         else []
     )

@@ -22,13 +22,13 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, IntegerField, OuterRef, Prefetch, QuerySet, Subquery, Value, When
+from django.db.models import Case, Exists, F, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, Value, When
 from django.utils import timezone
 
 from audit.exceptions import Conflict, DomainError
 from masterdata import gs1
-from masterdata.models import Location, Market, PackagingLevel, Product
-from masterdata.selectors import apply_filters, get_visible, scope_to_company
+from masterdata.models import Company, Location, Market, PackagingLevel, Product
+from masterdata.selectors import apply_filters, get_user_company_id, get_visible, scope_to_company
 from serialization.exceptions import IdempotencyConflict, InvalidAllocationRequest, PoolExhausted, ReleaseRefused
 from serialization.models import Allocation, Batch, PackagingOrder, Reconciliation, SerialPool
 from serialization.services.allocation import allocate_serials, release_serials
@@ -397,11 +397,12 @@ def _available():
     return F("filled") - F("next_index") + F("free")
 
 
-def pick_unit_pool(product: Product, quantity: int) -> SerialPool:
-    """The pool unit serials of ``product`` come from: its generated pool when that has ``quantity`` available, else
-    the oldest list pool of its product code that has (imported lists are used in the order they arrived)."""
+def pick_unit_pool(product: Product, quantity: int, *, company_id: int) -> SerialPool:
+    """The pool unit serials of ``product`` come from, among the pools of the company running the line (the MAH's
+    own pools on its own lines; a CMO's partner pools, shared by the MAH, on the CMO's lines): the generated pool
+    when that has ``quantity`` available, else the oldest list or partner pool that has."""
     candidates = (
-        SerialPool.objects.filter(kind=SerialPool.Kind.SGTIN, product_code=product.product_code)
+        SerialPool.objects.filter(kind=SerialPool.Kind.SGTIN, product_code=product.product_code, owner_id=company_id)
         .annotate(
             spare=_available(),
             generated_first=Case(
@@ -413,14 +414,14 @@ def pick_unit_pool(product: Product, quantity: int) -> SerialPool:
     return _first_with(candidates, quantity, f"unit serials of {product.product_code}", "quantity")
 
 
-def pick_sscc_pool(product: Product, quantity: int) -> SerialPool:
-    """The SSCC pool of the product's owner (the MAH) with ``quantity`` available, oldest first."""
+def pick_sscc_pool(company: Company, quantity: int) -> SerialPool:
+    """The SSCC pool of the company running the line (cases and pallets carry the packer's SSCCs), oldest first."""
     candidates = (
-        SerialPool.objects.filter(kind=SerialPool.Kind.SSCC, owner_id=product.owner_id)
+        SerialPool.objects.filter(kind=SerialPool.Kind.SSCC, owner_id=company.pk)
         .annotate(spare=_available())
         .order_by("pk")
     )
-    return _first_with(candidates, quantity, f"SSCCs of {product.owner}", "sscc")
+    return _first_with(candidates, quantity, f"SSCCs of {company}", "sscc")
 
 
 def _first_with(candidates: QuerySet[SerialPool], quantity: int, what: str, field_name: str) -> SerialPool:
@@ -455,6 +456,7 @@ def request_order_serials(
     (``replayed``); the same id with other quantities is refused. The first request moves a planned batch to in
     production. Allocations have purpose ``packaging_order``, reference the order number and point at the order."""
     product = Product.objects.get(pk=order.batch.product_id)
+    packer = Company.objects.get(locations__pk=order.line_id)
     ssccs = _check_serial_request(
         product=product, quantity=quantity, request_id=request_id, sscc_quantities=sscc_quantities
     )
@@ -475,9 +477,9 @@ def request_order_serials(
             )
         wanted = []  # (pool, quantity, request_id, level)
         if quantity:
-            wanted.append((pick_unit_pool(product, quantity), quantity, request_id, None))
+            wanted.append((pick_unit_pool(product, quantity, company_id=packer.pk), quantity, request_id, None))
         if ssccs:
-            sscc_pool = pick_sscc_pool(product, sum(ssccs.values()))
+            sscc_pool = pick_sscc_pool(packer, sum(ssccs.values()))
             wanted += [(sscc_pool, n, _sscc_request_id(request_id, lv), lv) for lv, n in sorted(ssccs.items())]
         units, by_level = None, {}
         # Pools in pk order, so two requests needing the same two pools lock them in the same order.
@@ -569,12 +571,21 @@ ORDER_FILTERS = {"batch": "batch_id", "status": "status", "line": "line_id", "nu
 
 
 def scope_batches(queryset: QuerySet[Batch], *, user) -> QuerySet[Batch]:
-    """Batches of products the user's company owns (everything for the operator's staff)."""
-    return scope_to_company(queryset, user=user, company_field="product__owner_id")
+    """Batches of products the user's company owns, or packed on its lines (a CMO's); everything for the operator's
+    own staff."""
+    company_id = get_user_company_id(user=user) if user is not None and user.is_authenticated else None
+    if company_id is None:
+        return scope_to_company(queryset, user=user, company_field="product__owner_id")
+    packed_here = PackagingOrder.objects.filter(batch=OuterRef("pk"), line__company_id=company_id)
+    return queryset.filter(Q(product__owner_id=company_id) | Exists(packed_here))
 
 
 def scope_orders(queryset: QuerySet[PackagingOrder], *, user) -> QuerySet[PackagingOrder]:
-    return scope_to_company(queryset, user=user, company_field="batch__product__owner_id")
+    """Orders for products the user's company owns, or run on its own lines (a CMO's)."""
+    company_id = get_user_company_id(user=user) if user is not None and user.is_authenticated else None
+    if company_id is None:
+        return scope_to_company(queryset, user=user, company_field="batch__product__owner_id")
+    return queryset.filter(Q(batch__product__owner_id=company_id) | Q(line__company_id=company_id))
 
 
 def with_latest_reconciliation(queryset: QuerySet[Batch]) -> QuerySet[Batch]:

@@ -26,7 +26,7 @@ from partners.permissions import (
 )
 from partners.services import PartnershipInactive, ProductNotInPartnership
 from serialization.exceptions import IdempotencyConflict, PoolExhausted
-from serialization.models import Allocation, Pack, SerialPool
+from serialization.models import Allocation, Pack, PartnerSegment, SerialPool
 from serialization.services import allocate_serials, create_generated_pool, partner_pool_counts
 from tests.factories import make_company, make_membership, make_product, make_user
 
@@ -76,11 +76,19 @@ def pool_state(pool: SerialPool) -> dict:
 
 
 def commission(pool: SerialPool, count: int, *, first: int = 0) -> None:
-    """Packs at ``count`` indices of ``pool`` from ``first`` on, as a line report would leave them."""
+    """Packs at ``count`` indices of ``pool`` from ``first`` on, as a line report would leave them: a partner pool's
+    serial is recorded at its index in the MAH pool, where the serial was made."""
     now = timezone.now()
+    target, indices = pool, list(range(first, first + count))
+    if pool.parent_pool_id is not None:
+        segments = list(
+            PartnerSegment.objects.filter(pool=pool).values_list("first_index", "count", "parent_first_index")
+        )
+        target = pool.parent_pool
+        indices = [p + (i - f) for i in indices for f, c, p in segments if f <= i < f + c]
     Pack.objects.bulk_create(
-        Pack(pool=pool, index=i, product_code=pool.product_code, serial=f"T{pool.pk:04d}{i:08d}", commissioned_at=now)
-        for i in range(first, first + count)
+        Pack(pool=target, index=i, product_code=pool.product_code, serial=f"T{pool.pk:04d}{i:08d}", commissioned_at=now)
+        for i in indices
     )
 
 

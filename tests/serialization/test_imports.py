@@ -158,16 +158,23 @@ def test_a_file_over_the_row_limit_is_refused_at_the_first_row_too_many(pool, ac
 
 
 @pytest.mark.postgres
-def test_postgres_writes_rows_in_serial_order_but_they_keep_their_file_position(pool, actor):
+@pytest.mark.parametrize(
+    ("serials", "in_serial_order"),
+    [
+        (["Z9", "A1", "M5", "B2"], ["A1", "B2", "M5", "Z9"]),
+        (["RU7B", "RU7", "RU7A1", "RU7A", "RU70"], ["RU7", "RU70", "RU7A", "RU7A1", "RU7B"]),  # a common prefix
+    ],
+)
+def test_postgres_writes_rows_in_serial_order_but_they_keep_their_file_position(pool, actor, serials, in_serial_order):
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL (DATABASE_URL): the sorted COPY")
 
-    result = run(pool, "serial\nZ9\nA1\nM5\nB2\n", actor)
+    result = run(pool, "serial\n" + "\n".join(serials) + "\n", actor)
 
     assert result.status == "done"
-    assert listed(pool) == [(0, "Z9"), (1, "A1"), (2, "M5"), (3, "B2")]
+    assert listed(pool) == list(enumerate(serials))
     by_insertion = ListedSerial.objects.filter(pool=pool).order_by("pk").values_list("serial", "ordinal")
-    assert list(by_insertion) == [("A1", 1), ("B2", 3), ("M5", 2), ("Z9", 0)]
+    assert list(by_insertion) == [(serial, serials.index(serial)) for serial in in_serial_order]
 
 
 # --- each problem, with its line ---------------------------------------------------------------------------------
