@@ -146,8 +146,9 @@ def update_partnership(
 
 
 def revoke_partnership(*, partnership: Partnership, actor: AbstractBaseUser | None, reason: str) -> Partnership:
-    """End a partnership for good: no new assignments from now on; everything assigned, reported and its history
-    stay. The CMO keeps read access to what happened (its grants stay); unused serials come back by
+    """End a partnership for good: no new assignments, and the CMO's partner pools of this MAH take no new
+    allocations (what its orders already hold stays usable); everything assigned, reported and its history stay.
+    The CMO keeps read access to what happened (its grants stay); unused serials come back by
     :func:`return_serials`."""
     reason = (reason or "").strip()
     if not reason:
@@ -162,6 +163,11 @@ def revoke_partnership(*, partnership: Partnership, actor: AbstractBaseUser | No
         locked.revoke_reason = reason
         _stamp(locked, actor=actor, reason=f"revoked: {reason}")
         locked.save(update_fields=["status", "revoked_at", "revoke_reason"])
+        partner_pools = SerialPool.objects.filter(
+            owner_id=locked.cmo_id, source=SerialPool.Source.PARTNER, parent_pool__owner_id=locked.mah_id
+        ).order_by("pk")  # pk order: the lock order of every other writer of pools
+        for pool in partner_pools:
+            serial_services.block_pool(pool=pool, actor=actor, reason=f"partnership with {locked.mah} revoked")
     return locked
 
 

@@ -11,6 +11,10 @@ class InvalidAllocationRequest(DomainError):
     code = "invalid_request"
 
 
+class PoolBlocked(Conflict):
+    code = "pool_blocked"
+
+
 class RequestTooLarge(InvalidAllocationRequest):
     code = "request_too_large"
 

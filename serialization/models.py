@@ -64,6 +64,12 @@ class SerialPool(models.Model):
     min_available = models.BigIntegerField(null=True, blank=True, help_text="Replenish when fewer are available")
     max_available = models.BigIntegerField(null=True, blank=True, help_text="Replenish up to this many available")
     max_per_request = models.PositiveIntegerField(default=500_000)
+    blocked_reason = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="Why new allocations are stopped (e.g. the partnership was revoked); empty while the pool is open",
+    )
     parent_pool = models.ForeignKey(
         "self",
         on_delete=models.PROTECT,

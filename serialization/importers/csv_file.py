@@ -10,15 +10,15 @@ Comma-separated, UTF-8 (a BOM is fine), quoted as RFC 4180 says. The header row 
 Cells are trimmed of surrounding spaces (set 82 has no space, so no serial loses a character); blank lines are
 skipped; a line's number is the physical line of the file (a quoted field spanning lines counts every line).
 
-The file is read and decoded whole. The common file — one bare serial per line, nothing quoted, trimmed or blank —
-is recognised with one regex and split in C into a single ``Column``; anything else goes through ``csv.reader``.
+The file is read whole. The common file — one bare serial per line, nothing quoted, trimmed or blank — is recognised
+in one pass over its bytes and split in C into a single ``Column``; anything else goes through ``csv.reader``.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
-import re
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -49,31 +49,34 @@ _COLUMN_NAMES = {
 }
 _POSITIONAL = ("serial", "91", "92")
 _KNOWN = "serial, gtin (or product_code), 91, 92"
-# What makes a line more than one bare serial to csv.reader: a quote, a delimiter, a NUL (which it refuses), or
-# whitespace other than the line break (cells are trimmed; a lone CR ends a record).
-_NOT_PLAIN = re.compile(r'[",\x00]|[^\S\n]')
+# The bytes a plain column holds: printable ASCII but the space, the quote and the delimiter (csv.reader treats those,
+# a NUL and other white space in ways of its own), and line ends.
+_PLAIN_BYTES = bytes(sorted(set(range(0x21, 0x7F)) - {ord('"'), ord(",")})) + b"\r\n"
 
 
 def parse(stream: BinaryIO) -> Iterator[Row | RowProblem | Column]:
     data = stream.read()
-    text = decode_text(data)
-    column = _plain_column(text)
+    column = _plain_column(data)
     if column is not None:
         yield column
         return
-    del text
-    reader = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
-    yield from _parse(reader)
+    decode_text(data)  # a file that is not UTF-8 is refused with the line of its first bad byte
+    yield from _parse(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline=""))
 
 
-def _plain_column(text: str) -> Column | None:
+def _plain_column(data: bytes) -> Column | None:
     """The whole file as one ``Column`` when every line is one bare serial (CRLF line ends are fine), else None."""
+    body = data.removeprefix(codecs.BOM_UTF8)
+    if body.translate(None, _PLAIN_BYTES):
+        return None  # some byte outside the plain set: one C pass over the file tells
+    text = body.decode("ascii")
+    del body
     if "\r" in text:
         if text.count("\r") != text.count("\r\n"):
             return None
         text = text.replace("\r\n", "\n")
     text = text.rstrip("\n")
-    if not text or _NOT_PLAIN.search(text) is not None:
+    if not text:
         return None
     serials = text.split("\n")
     del text

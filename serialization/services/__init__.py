@@ -5,6 +5,7 @@ from serialization.services.imports import import_serials, start_import
 from serialization.services.lookup import SerialStatus, index_in_pool, lookup_serial, lookup_sscc
 from serialization.services.partner_pools import partner_pool_counts, return_partner_serials, share_allocation
 from serialization.services.pools import (
+    block_pool,
     create_generated_pool,
     create_list_pool,
     fill_pool,
@@ -14,6 +15,7 @@ from serialization.services.pools import (
 __all__ = [
     "SerialStatus",
     "allocate_serials",
+    "block_pool",
     "create_generated_pool",
     "create_list_pool",
     "fill_pool",

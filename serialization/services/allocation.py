@@ -47,6 +47,7 @@ from simple_history.signals import post_create_historical_record, pre_create_his
 from serialization.exceptions import (
     IdempotencyConflict,
     InvalidAllocationRequest,
+    PoolBlocked,
     PoolExhausted,
     ReleaseRefused,
     RequestTooLarge,
@@ -206,11 +207,13 @@ def _move_cursor_sql() -> str:
     """UPDATE … RETURNING the first index of ``n`` fresh indices, when nothing released waits and ``n`` fit."""
     meta = SerialPool._meta
     table, cursor = _qn(meta.db_table), _qn(meta.get_field("next_index").column)
-    free, filled, pk = (_qn(meta.get_field(name).column) for name in ("free", "filled", "id"))
+    free, filled, pk, blocked = (
+        _qn(meta.get_field(name).column) for name in ("free", "filled", "id", "blocked_reason")
+    )
     # Only quoted identifiers from the models' _meta are spliced into SQL here; every value is a parameter.
     return (
         f"UPDATE {table} SET {cursor} = {cursor} + %(n)s "  # noqa: S608
-        f"WHERE {pk} = %(pool)s AND {free} = 0 AND {filled} - {cursor} >= %(n)s "
+        f"WHERE {pk} = %(pool)s AND {free} = 0 AND {filled} - {cursor} >= %(n)s AND {blocked} = '' "
         f"RETURNING {cursor} - %(n)s"
     )
 
@@ -360,6 +363,12 @@ def _take_under_lock(request: Allocation) -> list[Interval]:
     """The general path: reuse released ranges (lowest first), then fresh indices; partial or refuse when short."""
     quantity = request.requested_quantity
     locked = SerialPool.objects.select_for_update().get(pk=request.pool_id)
+    if locked.blocked_reason:
+        raise PoolBlocked(
+            f"{locked} takes no new allocations: {locked.blocked_reason}. Serials already allocated stay usable; "
+            "ask the MAH to reopen the partnership for more.",
+            field="pool",
+        )
     available = locked.available
     if quantity > available and (not request.allow_partial or available == 0):
         raise PoolExhausted(

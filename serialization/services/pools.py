@@ -217,6 +217,22 @@ def _refuse_overlap_with_listed_serials(product_code: str, fmt: SerialFormat) ->
         )
 
 
+def block_pool(*, pool: SerialPool, actor, reason: str) -> SerialPool:
+    """Stop new allocations from ``pool`` (e.g. a CMO's partner pool when its partnership is revoked). Allocations
+    already made, releases and returns go on; the history row keeps who blocked it and why."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidPoolDefinition("Say why the pool is blocked.", field="reason")
+    with transaction.atomic():
+        locked = SerialPool.objects.select_for_update().get(pk=pool.pk)
+        locked.blocked_reason = reason[:200]
+        locked._history_user = actor
+        locked._change_reason = reason[:100]
+        locked.save(update_fields=["blocked_reason"])  # only this column: the counters move under other locks
+    pool.refresh_from_db()
+    return pool
+
+
 def fill_pool(*, pool: SerialPool, quantity: int, actor, reason: str = "fill") -> SerialPool:
     """Raise a generated pool's ceiling by ``quantity`` serials (they become Available)."""
     if not pool.is_generated:

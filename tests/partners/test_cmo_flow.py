@@ -6,8 +6,9 @@ import pytest
 
 from partners import selectors as partner_selectors
 from partners import services as partner_services
+from serialization.exceptions import PoolBlocked
 from serialization.models import LineReport, Pack
-from serialization.services import create_generated_pool
+from serialization.services import allocate_serials, create_generated_pool
 from serialization.services.batches import (
     create_batch,
     create_packaging_order,
@@ -69,3 +70,30 @@ def test_a_cmo_order_draws_from_the_cmo_partner_pool_and_its_packs_count_as_used
     assert list(list_orders(user=cmo_user)) == [order]
     assert list(list_batches(user=cmo_user)) == [batch]
     assert list(list_orders(user=other_user)) == [] and list(list_batches(user=other_user)) == []
+
+
+def test_revoking_a_partnership_stops_the_cmo_allocating_but_not_returning():
+    ensure_eu_market()
+    mah = make_company(name="MAH", is_mah=True, is_cmo=False)
+    steward = make_user(username="mah-steward", roles=("Steward",))
+    make_membership(user=steward, company=mah)
+    product = make_product(owner=mah, markets=("EU",))
+    create_generated_pool(owner=mah, actor=steward, product=product, initial_fill=10_000)
+    cmo = make_company(name="CMO A", is_mah=False, is_cmo=True)
+    partnership = partner_services.create_partnership(mah=mah, cmo=cmo, products=[product], actor=steward)
+    partner_pool = partner_services.assign_serials(
+        partnership=partnership, product=product, quantity=500, actor=steward, request_id="assign-1"
+    ).partner_pool
+    allocate_serials(pool=partner_pool, quantity=100, actor=None, request_id="before", purpose="packaging_order")
+
+    partner_services.revoke_partnership(partnership=partnership, actor=steward, reason="contract ended")
+
+    with pytest.raises(PoolBlocked, match="takes no new allocations: partnership with MAH revoked"):
+        allocate_serials(pool=partner_pool, quantity=1, actor=None, request_id="after", purpose="packaging_order")
+    partner_pool.refresh_from_db()
+    assert (partner_pool.assigned, partner_pool.available) == (100, 400)
+    assert partner_pool.history.latest().history_change_reason == "partnership with MAH revoked"
+    returned = partner_services.return_serials(
+        partnership=partnership, product=product, actor=steward, reason="contract ended"
+    )
+    assert returned == 400

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -25,6 +25,7 @@ from serialization.exceptions import (
     InvalidAllocationRequest,
     InvalidPoolDefinition,
     IssueLimitExceeded,
+    PoolBlocked,
     PoolExhausted,
     ReleaseRefused,
     RequestTooLarge,
@@ -35,6 +36,7 @@ from serialization.models import Allocation, AllocationRange, FreeRange, ListedS
 from serialization.services import (
     SerialStatus,
     allocate_serials,
+    block_pool,
     create_generated_pool,
     create_list_pool,
     fill_pool,
@@ -898,6 +900,23 @@ def test_allocation_outside_a_transaction_records_the_same_rows_in_two_queries()
         allocate(pool, 251, request_id="ERP-1", reference="PO-7")
     assert_conserved(pool)
     assert pool.next_index == 350
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_blocked_pool_refuses_allocation_on_every_path_and_moves_nothing():
+    ensure_eu_market()
+    steward = make_user(username="mah-steward")
+    pool = make_pool(actor=steward, fill=1_000)
+    allocate(pool, 100)  # prepares the one-statement path on PostgreSQL
+    block_pool(pool=pool, actor=steward, reason="partnership with Acme revoked")
+
+    with pytest.raises(PoolBlocked, match="takes no new allocations: partnership with Acme revoked"):
+        allocate(pool, 10)  # outside a transaction: the one statement's WHERE refuses, the locked path says why
+    with pytest.raises(PoolBlocked), transaction.atomic():
+        allocate(pool, 10)  # inside one: the locked path
+    pool.refresh_from_db()
+    assert (pool.next_index, pool.assigned, pool.available) == (100, 100, 900)
+    assert_conserved(pool)
 
 
 @pytest.mark.django_db(transaction=True)
