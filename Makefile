@@ -33,6 +33,7 @@ demo: venv env
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py load_demo
 	$(PY) manage.py load_demo_pools
+	$(PY) manage.py load_demo_partners
 	@echo "Starting the django-q2 worker (ORM broker) and the web server on http://$(HOST):$(PORT)/ — Ctrl-C stops both."
 	@trap 'kill 0' INT TERM EXIT; \
 	$(PY) manage.py qcluster & \

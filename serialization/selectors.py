@@ -16,7 +16,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import Count, F, QuerySet, Sum
+from django.db.models import Count, F, Q, QuerySet, Sum
 
 from audit.exceptions import DomainError
 from masterdata.selectors import apply_filters, get_user_company_id, get_visible, scope_to_company
@@ -27,6 +27,7 @@ from serialization.models import (
     ExportJob,
     ImportJob,
     Pack,
+    PackagingOrder,
     PackEvent,
     PoolFill,
     Release,
@@ -274,8 +275,12 @@ _EMPTY_TREE = PackTree(counts={}, total=0, items=(), truncated=False)
 
 
 def scope_packs(queryset: QuerySet[Pack], *, user) -> QuerySet[Pack]:
-    """``queryset`` narrowed to the packs of pools ``user`` may see."""
-    return scope_to_company(queryset, user=user, company_field="pool__owner_id")
+    """``queryset`` narrowed to the packs of pools ``user`` may see, and the packs packed on the user's company's
+    own lines (a CMO's packs are recorded in the MAH's pool, where their serials were made)."""
+    company_id = get_user_company_id(user=user) if user is not None and user.is_authenticated else None
+    if company_id is None:
+        return scope_to_company(queryset, user=user, company_field="pool__owner_id")
+    return queryset.filter(Q(pool__owner_id=company_id) | Q(order__line__company_id=company_id))
 
 
 def get_pack_history(
@@ -299,7 +304,10 @@ def get_pack_history(
     )
     if pack is None:
         found = lookup_sscc(sscc=serial) if sscc else lookup_serial(product_code=product_code, serial=serial)
-        if found.pack is not None or not is_pool_visible(user=user, pool=found.pool):
+        visible = is_pool_visible(user=user, pool=found.pool) or (
+            found.partner_pool is not None and is_pool_visible(user=user, pool=found.partner_pool)
+        )
+        if found.pack is not None or not visible:
             raise _unknown(product_code, serial)
         return PackHistory(product_code, serial, _pool_history(found.pool, found.index), None, (), (), _EMPTY_TREE)
     above, below = _hierarchy(pack, _pool_scope_sql(user))
@@ -453,13 +461,17 @@ def _timeline(pack: Pack) -> tuple[PackTimelineEntry, ...]:
 def _pool_scope_sql(user) -> tuple[str, list]:
     """A ``pool_id IN (…)`` condition for the raw hierarchy queries: none for users who see every pool, else the
     scope_pools() subquery, so the raw SQL follows the one scope rule."""
-    if get_user_company_id(user=user) is None:
+    company_id = get_user_company_id(user=user)
+    if company_id is None:
         return "", []
-    sql, params = scope_pools(SerialPool.objects.order_by(), user=user).values("pk").query.sql_with_params()
-    return f"pool_id IN ({sql})", list(params)
+    pools, pool_params = scope_pools(SerialPool.objects.order_by(), user=user).values("pk").query.sql_with_params()
+    orders, order_params = (
+        PackagingOrder.objects.filter(line__company_id=company_id).order_by().values("pk").query.sql_with_params()
+    )
+    return f"(pool_id IN ({pools}) OR order_id IN ({orders}))", [*pool_params, *order_params]
 
 
-_PACK_COLUMNS = "id, product_code, serial, level, status, parent_id, pool_id"
+_PACK_COLUMNS = "id, product_code, serial, level, status, parent_id, pool_id, order_id"
 _ABOVE, _COUNT, _BELOW = 0, 1, 2
 
 
@@ -481,17 +493,17 @@ def _hierarchy(pack: Pack, scope: tuple[str, list]) -> tuple[tuple[PackRef, ...]
     table = connection.ops.quote_name(Pack._meta.db_table)
     condition, condition_params = scope
     sql = f"""
-        WITH RECURSIVE up(id, product_code, serial, level, status, parent_id, pool_id, depth) AS (
+        WITH RECURSIVE up(id, product_code, serial, level, status, parent_id, pool_id, order_id, depth) AS (
             SELECT {_PACK_COLUMNS}, 1 FROM {table} WHERE id = %s
             UNION ALL
-            SELECT p.id, p.product_code, p.serial, p.level, p.status, p.parent_id, p.pool_id, up.depth + 1
+            SELECT p.id, p.product_code, p.serial, p.level, p.status, p.parent_id, p.pool_id, p.order_id, up.depth + 1
             FROM {table} p JOIN up ON p.id = up.parent_id
             WHERE up.depth < %s
         ),
-        down(id, product_code, serial, level, status, parent_id, pool_id, depth) AS (
+        down(id, product_code, serial, level, status, parent_id, pool_id, order_id, depth) AS (
             SELECT {_PACK_COLUMNS}, 0 FROM {table} WHERE id = %s
             UNION ALL
-            SELECT c.id, c.product_code, c.serial, c.level, c.status, c.parent_id, c.pool_id, down.depth + 1
+            SELECT c.id, c.product_code, c.serial, c.level, c.status, c.parent_id, c.pool_id, c.order_id, down.depth + 1
             FROM {table} c JOIN down ON c.parent_id = down.id
             WHERE down.depth < %s
         ),

@@ -6,8 +6,9 @@ import pytest
 
 from partners import selectors as partner_selectors
 from partners import services as partner_services
-from serialization.exceptions import PoolBlocked
+from serialization.exceptions import PoolBlocked, UnknownSerial
 from serialization.models import LineReport, Pack
+from serialization.selectors import get_pack_history
 from serialization.services import allocate_serials, create_generated_pool
 from serialization.services.batches import (
     create_batch,
@@ -70,6 +71,12 @@ def test_a_cmo_order_draws_from_the_cmo_partner_pool_and_its_packs_count_as_used
     assert list(list_orders(user=cmo_user)) == [order]
     assert list(list_batches(user=cmo_user)) == [batch]
     assert list(list_orders(user=other_user)) == [] and list(list_batches(user=other_user)) == []
+    history = get_pack_history(user=cmo_user, product_code=product.product_code, serial=cmo_serials[0])
+    assert (history.pack.order, history.pack.status) == ("CMO-PO-1", "commissioned")
+    unused = get_pack_history(user=cmo_user, product_code=product.product_code, serial=cmo_serials[50])
+    assert unused.pack is None  # shared with the CMO, not commissioned yet: its pool history only
+    with pytest.raises(UnknownSerial):
+        get_pack_history(user=other_user, product_code=product.product_code, serial=cmo_serials[0])
 
 
 def test_revoking_a_partnership_stops_the_cmo_allocating_but_not_returning():
