@@ -190,7 +190,9 @@ class PartnershipAdmin(GuardedModelAdminMixin, SimpleHistoryAdmin):
             "opts": self.opts,
             "title": "Revoke partnerships",
             "form": form,
-            "partnerships": queryset.order_by("pk"),
+            "objects": queryset.order_by("pk"),
+            "action": "revoke",
+            "submit_label": "Revoke partnerships",
             "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
         }
         return TemplateResponse(request, "admin/partners/partnership/revoke.html", context)

@@ -430,7 +430,9 @@ class AllocationAdmin(SimpleHistoryAdmin):
             "opts": self.opts,
             "title": "Release unused serials",
             "form": form,
-            "allocations": queryset.order_by("pk"),
+            "objects": queryset.order_by("pk"),
+            "action": "release_unused",
+            "submit_label": "Release unused serials",
             "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
         }
         return TemplateResponse(request, "admin/serialization/allocation/release_unused.html", context)
@@ -906,7 +908,9 @@ class PackagingOrderAdmin(SimpleHistoryAdmin):
             "opts": self.opts,
             "title": "Close packaging orders",
             "form": form,
-            "orders": orders,
+            "objects": orders,
+            "action": "close_orders",
+            "submit_label": "Close the orders",
             "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
         }
         return TemplateResponse(request, "admin/serialization/batch/close_orders.html", context)

@@ -173,8 +173,12 @@ def test_postgres_writes_rows_in_serial_order_but_they_keep_their_file_position(
 
     assert result.status == "done"
     assert listed(pool) == list(enumerate(serials))
-    by_insertion = ListedSerial.objects.filter(pool=pool).order_by("pk").values_list("serial", "ordinal")
-    assert list(by_insertion) == [(serial, serials.index(serial)) for serial in in_serial_order]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT serial, ordinal FROM {ListedSerial._meta.db_table} ORDER BY ctid"  # noqa: S608 - a model's table
+        )
+        by_position_in_the_table = cursor.fetchall()
+    assert by_position_in_the_table == [(serial, serials.index(serial)) for serial in in_serial_order]
 
 
 # --- each problem, with its line ---------------------------------------------------------------------------------
