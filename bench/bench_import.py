@@ -11,7 +11,8 @@ runs) and an empty list pool, then times
   * import     ``import_serials(layout="csv")`` of ``--rows`` random 16-character serials, end to end: parsing,
                every check (set 82, length, duplicates, generator domain, existing serials through the unique
                constraint), COPY into serialization_listedserial, the pool's fill — and, as a breakdown, the
-               locked database write alone;
+               write (under the import's advisory lock; the checks run in it while the rows stream) and the
+               reading before it;
   * baseline   the naive import of ``--baseline-rows`` serials in one transaction: per row an ``exists()`` query
                for the product code + serial, then ``ListedSerial.objects.create`` (rate extrapolated);
 
@@ -43,6 +44,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 ALPHABET = np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", dtype=np.uint8)
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/postgres"
+TARGET_ROWS_PER_S = 200_000  # issue 3: a million listed serials on PostgreSQL on the 2-core machine
 # What config/settings.py gives an SQLite DATABASE_URL, for a SQLite run when the configured database is another.
 SQLITE_OPTIONS = {
     "timeout": 30,
@@ -168,7 +170,7 @@ def setup_pools():
 
 
 def run_import(pool, actor, serials: list[str]) -> tuple[object, float, float]:
-    """``import_serials`` of ``serials`` as a CSV; returns (result, seconds, seconds inside the locked write)."""
+    """``import_serials`` of ``serials`` as a CSV; returns (result, seconds, seconds inside the write)."""
     from serialization.services import imports
 
     data = ("serial\n" + "\n".join(serials) + "\n").encode()
@@ -251,12 +253,15 @@ def main(argv: list[str] | None = None) -> dict:
         }
         print(f"{platform.node()}  cpus={os.cpu_count()}  {server}")
         print(f"import   {args.rows:>10,} rows  {seconds:7.2f} s  {rate:>10,.0f} rows/s", end="")
-        print(f"   (locked write: {write_seconds:.2f} s, parse + checks: {seconds - write_seconds:.2f} s)")
+        print(f"   (write + checks: {write_seconds:.2f} s, reading: {seconds - write_seconds:.2f} s)")
         print(
             f"baseline {args.baseline_rows:>10,} rows  {baseline_seconds:7.2f} s  {baseline_rate:>10,.0f} rows/s"
             f"   (per-row exists() + create(), extrapolated: {args.rows / baseline_rate:,.0f} s for {args.rows:,})"
         )
         print(f"ratio    {rate / baseline_rate:,.0f}x")
+        if scratch.postgres:
+            figures["target_met"] = rate >= TARGET_ROWS_PER_S
+            print(f"target   {TARGET_ROWS_PER_S:,} rows/s on PostgreSQL: {'PASS' if figures['target_met'] else 'MISS'}")
 
         if args.reject:
             clash = [*random_serials(args.rows - 1, seed=7), imported[-1]]

@@ -362,7 +362,8 @@ def _allocate_in_transaction(request: Allocation, actor, *, cursor_first: bool) 
 def _take_under_lock(request: Allocation) -> list[Interval]:
     """The general path: reuse released ranges (lowest first), then fresh indices; partial or refuse when short."""
     quantity = request.requested_quantity
-    locked = SerialPool.objects.select_for_update().get(pk=request.pool_id)
+    # NO KEY: counters are not keys, so an import's KEY SHARE check on the pool row does not make us wait.
+    locked = SerialPool.objects.select_for_update(no_key=True).get(pk=request.pool_id)
     if locked.blocked_reason:
         raise PoolBlocked(
             f"{locked} takes no new allocations: {locked.blocked_reason}. Serials already allocated stay usable; "

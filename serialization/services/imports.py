@@ -5,20 +5,25 @@ the job calls ``import_serials``, which can also be called directly (the benchma
 
 How ``import_serials`` stays fast at a million rows (STYLE: bulk paths are set-based):
 
-1. The layout's parser (``serialization.importers``) streams the file; the service keeps three columns — line
-   numbers (an ``array``), serials (a list of str) and the few rows' parameters (a dict by row) — and checks product
-   codes and AI 91/92 parameters as rows arrive (only rows that carry them cost anything).
+1. The layout's parser (``serialization.importers``) streams the file — a plain one-column CSV is split in C into
+   one ``Column`` — and the service keeps three columns: line numbers (an ``array``), serials (a list of str) and
+   the few rows' parameters (a dict by row); product codes and AI 91/92 parameters are checked as rows arrive (only
+   rows that carry them cost anything).
 2. The serials are checked all at once in C: one regex over the joined column for characters outside GS1 set 82,
    ``max(map(len, …))`` for length, a ``set`` for duplicates and empties. Only when one of those finds something
    are the rows walked one by one, to say which line and why.
 3. The generator check is one multi-line regex over the same joined column: a serial of the generated pool's
    length whose characters all come from its alphabet lies in its domain, so its generator has issued it or may.
-4. The rows go into ``serialization_listedserial`` in one statement — ``COPY … FROM STDIN`` on PostgreSQL,
-   ``executemany`` elsewhere — inside a savepoint, under a lock on the pool row (ordinals continue its ``filled``).
-   The unique constraint on (product_code, serial) is the set-based check against every list pool of the product
-   code: there is no second pass over that index on the happy path. When the constraint fires, or when the file
-   already has other problems, the rows are copied into a TEMP table and one JOIN against
-   ``serialization_listedserial`` lists every clash for the report; the savepoint rollback leaves nothing behind.
+4. The rows go into ``serialization_listedserial`` in one statement — ``COPY … FROM STDIN`` on PostgreSQL, sorted by
+   serial, ``executemany`` elsewhere — inside a savepoint. On PostgreSQL the checks of 2 and 3 run while the rows
+   stream (the database is the slower side; a problem ends the COPY and rolls it back). The unique constraint on
+   (product_code, serial) is the set-based check against every list pool of the product code: there is no second
+   pass over that index on the happy path. When the constraint fires, or when the file has other problems, the rows
+   are copied into a TEMP table and one JOIN against ``serialization_listedserial`` lists every clash for the
+   report; the savepoint rollback leaves nothing behind.
+5. Locks: imports into one pool queue on a transaction-scoped advisory lock and take their ordinals from its
+   ``filled``; the pool row itself is locked only for the few statements that raise ``filled`` at the end, so
+   allocations of the serials already there go on during the write.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from itertools import chain
 
+import numpy as np
 from django.conf import settings
 from django.core.files import File
 from django.db import IntegrityError, connection, transaction
@@ -54,6 +60,7 @@ MAX_REPORTED_ERRORS = 1_000
 MAX_SERIAL_LENGTH = 20
 DEFAULT_MAX_ROWS = 10_000_000
 _COPY_CHUNK = 50_000
+_CHECK_AFTER_ROWS = 400_000  # rows sent before the checks run: enough for the server to write meanwhile
 _TEMP_TABLE = "serial_import_rows"
 _COPY_COLUMNS = "serial, ordinal, pool_id, product_code, parameters"
 _SQLITE_CACHE_SIZE = -262_144  # KiB: 256 MiB at most
@@ -133,19 +140,17 @@ def import_serials(*, pool: SerialPool, layout: str, stream, actor, job: ImportJ
     parser = _parser_for(pool, layout)
     report = _Report(MAX_REPORTED_ERRORS)
     rows = _read(parser, stream, pool, report)
-    invalid, joined = _check_serials(rows, report)
-    if not rows.fatal:
-        _check_generator_domain(pool, rows, joined, invalid, report)
-        if not rows.serials and report.count == 0:
-            report.add(None, "", "The file holds no serials.")
-    del joined
-    if report.count == 0:
-        result = _insert(pool, rows, actor, report, job)
+    checks = _Checks(pool, rows, report)
+    if report.count == 0 and checks.copyable:
+        # The usual file: the checks run while its first rows are on their way into the table (see _insert_rows).
+        result = _insert(pool, rows, actor, report, job, checks)
         if result is not None:
             return result
-    elif not rows.fatal and len(invalid) < len(rows.serials):
-        with transaction.atomic():
-            _report_existing(pool, rows, invalid, report)
+    else:
+        checks.run()
+        if not rows.fatal and len(checks.invalid) < len(rows.serials):
+            with transaction.atomic():
+                _report_existing(pool, rows, checks.invalid, report)
     return _reject(job, rows, report)
 
 
@@ -290,13 +295,56 @@ def _parameter_problem(params: dict[str, str] | None, required: Sequence[str], m
 # --- checking --------------------------------------------------------------------------------------------------
 
 
-def _check_serials(rows: _Rows, report: _Report) -> tuple[set[int], str]:
-    """Bulk checks over the whole column; a per-row pass only when one of them fails. Returns the rows whose serial
-    cannot be stored at all (empty, outside set 82, too long) and the joined column for later regex checks."""
+class _Checks:
+    """Every check of the serials against each other and against the generator, run once: before the write, or
+    during it (``_insert_rows``), which hides their cost behind the database's."""
+
+    def __init__(self, pool: SerialPool, rows: _Rows, report: _Report) -> None:
+        self.rows, self.report = rows, report
+        self.generated = None if rows.fatal else _generated_pool(pool)  # read now: not while a COPY holds the line
+        self.joined = "\n".join(rows.serials)
+        self.invalid: set[int] = set()
+        self.passed: bool | None = None
+
+    @property
+    def copyable(self) -> bool:
+        """Whether every row can go into COPY's text format as it is — ASCII, no tab, line break or backslash in a
+        serial — so that rows may reach the table before the checks have run (they roll back if the checks find
+        anything, and a row the database refuses makes no difference then: the checks refuse it too, first)."""
+        joined, count = self.joined, len(self.rows.serials)
+        return (
+            count > 0
+            and not self.rows.fatal
+            and joined.isascii()
+            and joined.count("\n") == count - 1
+            and not any(char in joined for char in "\t\r\\")
+        )
+
+    def run(self) -> bool:
+        """Run the checks (the first call only); True when they found no problem."""
+        if self.passed is None:
+            before = self.report.count
+            self.invalid, self.joined = _check_serials(self.rows, self.report, self.joined)
+            if not self.rows.fatal:
+                _check_generator_domain(self.generated, self.rows, self.joined, self.invalid, self.report)
+                if not self.rows.serials and self.report.count == 0:
+                    self.report.add(None, "", "The file holds no serials.")
+            self.passed = self.report.count == before
+            self.joined = ""
+        return self.passed
+
+
+class _ChecksFailed(Exception):
+    """Raised inside a running write when the checks find a problem: the write rolls back, the report says why."""
+
+
+def _check_serials(rows: _Rows, report: _Report, joined: str) -> tuple[set[int], str]:
+    """Bulk checks over the whole column (``joined``: the serials joined by line breaks); a per-row pass only when
+    one of them fails. Returns the rows whose serial cannot be stored at all (empty, outside set 82, too long) and the
+    joined column, one line per row, for later regex checks."""
     serials, lines = rows.serials, rows.lines
     if not serials:
         return set(), ""
-    joined = "\n".join(serials)
     unique = set(serials)
     bad_chars = _OUTSIDE_SET_82_JOINED.search(joined) is not None
     if joined.count("\n") != len(serials) - 1:
@@ -347,16 +395,22 @@ def _charset_problem(serial: str) -> str:
     return f"Serial has {named}{more}, not in GS1 character set 82 — use only A–Z, a–z, 0–9 and !\"%&'()*+,-./:;<=>?_."
 
 
-def _check_generator_domain(pool: SerialPool, rows: _Rows, joined: str, invalid: set[int], report: _Report) -> None:
-    """Serials the product code's generator has issued or could issue: same length, every character in its alphabet
-    (and not starting with its zero when it skips those). One regex over the joined column finds them all."""
-    generated = (
+def _generated_pool(pool: SerialPool) -> SerialPool | None:
+    """The generated pool of ``pool``'s product code, if it has one."""
+    return (
         SerialPool.objects.filter(
             kind=SerialPool.Kind.SGTIN, source=SerialPool.Source.GENERATOR, product_code=pool.product_code
         )
         .only("name", "alphabet", "length", "no_leading_zero")
         .first()
     )
+
+
+def _check_generator_domain(
+    generated: SerialPool | None, rows: _Rows, joined: str, invalid: set[int], report: _Report
+) -> None:
+    """Serials the product code's generator has issued or could issue: same length, every character in its alphabet
+    (and not starting with its zero when it skips those). One regex over the joined column finds them all."""
     if generated is None or not joined:
         return
     alphabet, length = generated.alphabet, generated.length
@@ -392,21 +446,28 @@ def _describe_alphabet(alphabet: str) -> str:
 # --- writing ---------------------------------------------------------------------------------------------------
 
 
-def _insert(pool: SerialPool, rows: _Rows, actor, report: _Report, job: ImportJob | None) -> ImportResult | None:
+def _insert(
+    pool: SerialPool, rows: _Rows, actor, report: _Report, job: ImportJob | None, checks: _Checks
+) -> ImportResult | None:
     count = len(rows.serials)
     with transaction.atomic():
         first_ordinal = _claim_ordinals(pool)
         try:
             with transaction.atomic(), connection.wrap_database_errors:
-                _insert_rows(pool, first_ordinal, rows)
+                _insert_rows(pool, first_ordinal, rows, checks)
+        except _ChecksFailed:
+            # The savepoint took the rows back; the report also lists what the valid rows clash with.
+            if len(checks.invalid) < count:
+                _report_existing(pool, rows, checks.invalid, report)
+            return None
         except IntegrityError:
             # The unique constraint saw a serial that a list pool of this product code already holds (or that a
             # concurrent import just added): the savepoint is gone, so list every clash for the report.
-            if not _report_existing(pool, rows, set(), report):
+            if not _report_existing(pool, rows, checks.invalid, report) and checks.run():
                 raise
             return None
-        # Only now the pool row, for the three statements that make the rows count: allocations of the serials the
-        # pool already had went on during the write. FOR NO KEY UPDATE, as an UPDATE of a counter takes.
+        # Only now the pool row, for the few statements that make the rows count: allocations of the serials the pool
+        # already had went on during the write. FOR NO KEY UPDATE, the lock an UPDATE of a counter takes anyway.
         locked = SerialPool.objects.select_for_update(no_key=True).get(pk=pool.pk)
         if locked.filled != first_ordinal:
             raise RuntimeError(f"{pool}: filled moved from {first_ordinal} to {locked.filled} during an import")
@@ -455,68 +516,91 @@ def _finish(job: ImportJob, *, status: str, errors: list[dict], error_count: int
     job.save(update_fields=["status", "rows", "imported", "errors", "error_count", "finished_at"])
 
 
-def _insert_rows(pool: SerialPool, first_ordinal: int, rows: _Rows) -> None:
+def _insert_rows(pool: SerialPool, first_ordinal: int, rows: _Rows, checks: _Checks) -> None:
+    """Write the rows, and run ``checks`` on the way: raises ``_ChecksFailed`` when they find a problem."""
     table = connection.ops.quote_name(ListedSerial._meta.db_table)
     serials, parameters = rows.serials, rows.parameters
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             with cursor.copy(f"COPY {table} ({_COPY_COLUMNS}) FROM STDIN") as copy:
-                for chunk in _copy_chunks(pool, first_ordinal, serials, parameters):
+                sent = 0
+                chunks = _copy_chunks(pool, first_ordinal, serials, parameters, checks.joined)
+                for chunk, chunk_rows in chunks:
                     copy.write(chunk)
-        else:
-            # SQLite's page cache (2 MB by default) is far smaller than the indexes a big list updates: give this
-            # statement room (pages are allocated only as used), then the connection its own setting back.
-            cursor.execute("PRAGMA cache_size")
-            (cache_size,) = cursor.fetchone()
-            cursor.execute(f"PRAGMA cache_size = {_SQLITE_CACHE_SIZE}")
-            try:
-                cursor.executemany(
-                    f"INSERT INTO {table} (pool_id, ordinal, product_code, serial, parameters) "  # noqa: S608 - _meta
-                    "VALUES (%s, %s, %s, %s, %s)",
-                    (
-                        (pool.pk, first_ordinal + index, pool.product_code, serial, _json(parameters.get(index)))
-                        for index, serial in enumerate(serials)
-                    ),
-                )
-            finally:
-                cursor.execute(f"PRAGMA cache_size = {int(cache_size)}")
+                    sent += chunk_rows
+                    # Once the server has rows enough to write for a while, the checks run meanwhile; a problem
+                    # raises inside the COPY, which ends it at once (its rows never commit).
+                    if sent >= _CHECK_AFTER_ROWS and not checks.run():
+                        raise _ChecksFailed
+                if not checks.run():
+                    raise _ChecksFailed
+            return
+        if not checks.run():
+            raise _ChecksFailed
+        # SQLite's page cache (2 MB by default) is far smaller than the indexes a big list updates: give this
+        # statement room (pages are allocated only as used), then the connection its own setting back.
+        cursor.execute("PRAGMA cache_size")
+        (cache_size,) = cursor.fetchone()
+        cursor.execute(f"PRAGMA cache_size = {_SQLITE_CACHE_SIZE}")
+        try:
+            cursor.executemany(
+                f"INSERT INTO {table} (pool_id, ordinal, product_code, serial, parameters) "  # noqa: S608 - _meta
+                "VALUES (%s, %s, %s, %s, %s)",
+                (
+                    (pool.pk, first_ordinal + index, pool.product_code, serial, _json(parameters.get(index)))
+                    for index, serial in enumerate(serials)
+                ),
+            )
+        finally:
+            cursor.execute(f"PRAGMA cache_size = {int(cache_size)}")
 
 
-def _copy_chunks(pool: SerialPool, first_ordinal: int, serials: list[str], parameters: dict) -> Iterator[str]:
-    """COPY text rows ``serial, ordinal, pool, product code, parameters`` in the order of their serials.
+def _copy_chunks(
+    pool: SerialPool, first_ordinal: int, serials: list[str], parameters: dict, joined: str
+) -> Iterator[tuple[str, int]]:
+    """COPY text rows ``serial, ordinal, pool, product code, parameters`` in the order of their serials, in chunks
+    ``(text, rows)``; ``joined`` is the serials joined by line breaks, all ASCII (``_Checks.copyable``).
 
     Sorted, the rows reach the unique index on (product_code, serial) in its own order: it fills page after page
     instead of splitting pages all over a tree far larger than the CPU caches. Each row keeps its file position as
     its ordinal, the order serials are handed out in. The rows are grouped by the first character in which serials
-    differ, and each group is sorted only when the server has the groups before it to write.
+    differ, and each group is formatted and sorted only when the server has the groups before it to write.
 
-    A line sorts by its serial because every set-82 character comes after the tab that ends it. Serials are set-82
-    characters by now (no tab, newline or backslash); parameter JSON may hold backslashes, which COPY's text format
-    doubles.
+    Serials hold no tab, line break or backslash (``_Checks.copyable``), so they go into COPY's text format as they
+    are; parameter JSON may hold backslashes, which that format doubles. A line sorts by its serial: every character
+    a valid serial may have comes after the tab that ends it (the checks refuse the others before anything commits).
     """
     tail = f"\t{pool.pk}\t{pool.product_code}\t"
-    if not parameters:
-        end = tail + "\\N\n"
-        lines = [f"{serial}\t{ordinal}{end}" for ordinal, serial in enumerate(serials, first_ordinal)]
-    else:
-        lines = []
-        for index, serial in enumerate(serials):
-            params = parameters.get(index)
-            value = _json(params).replace("\\", "\\\\") if params else "\\N"
-            lines.append(f"{serial}\t{first_ordinal + index}{tail}{value}\n")
-    # Every serial starts with the prefix that the least and the greatest share; a serial that is all prefix has a
-    # tab at that position, which sorts first.
+    end = tail + "\\N\n"
+    # Every serial starts with the prefix that the least and the greatest share; the groups are by the character
+    # after it, read for all serials at once from the joined column (a serial that is all prefix gets the line break
+    # that ends it, which sorts first).
     least, greatest = min(serials), max(serials)
     position = next((i for i, (a, b) in enumerate(zip(least, greatest, strict=False)) if a != b), len(least))
-    groups: dict[str, list[str]] = {}
-    for line in lines:
-        groups.setdefault(line[position], []).append(line)
-    del lines
-    for key in sorted(groups):
-        group = groups.pop(key)
-        group.sort()
-        for start in range(0, len(group), _COPY_CHUNK):
-            yield "".join(group[start : start + _COPY_CHUNK])
+    text = np.frombuffer((joined + "\n").encode("ascii"), dtype=np.uint8)
+    starts = np.empty(len(serials), dtype=np.int64)
+    starts[0], starts[1:] = 0, np.flatnonzero(text == ord("\n"))[:-1] + 1
+    keys = text[starts + position]
+    del text, starts
+    order = np.argsort(keys, kind="stable")
+    bounds = np.cumsum(np.bincount(keys, minlength=256)).tolist()
+    del keys
+    for low, high in zip([0, *bounds[:-1]], bounds, strict=True):
+        if low == high:
+            continue
+        indexes = order[low:high].tolist()
+        if parameters:
+            lines = []
+            for index in indexes:
+                params = parameters.get(index)
+                value = _json(params).replace("\\", "\\\\") + "\n" if params else "\\N\n"
+                lines.append(f"{serials[index]}\t{first_ordinal + index}{tail}{value}")
+        else:
+            lines = [f"{serials[index]}\t{first_ordinal + index}{end}" for index in indexes]
+        lines.sort()
+        for start in range(0, len(lines), _COPY_CHUNK):
+            part = lines[start : start + _COPY_CHUNK]
+            yield "".join(part), len(part)
 
 
 def _json(params: dict | None) -> str | None:

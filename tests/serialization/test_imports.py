@@ -201,6 +201,22 @@ def test_character_outside_set_82_is_named_with_its_position(pool, actor):
     assert result.error_count == 2
 
 
+@pytest.mark.parametrize(
+    ("item", "serial"),
+    [
+        ("B\\ud800", "B\ud800"),  # a lone surrogate: no encoding takes it
+        ("C\\u0000", "C\x00"),  # NUL: PostgreSQL's text types refuse it
+        ("D\\\\", "D\\"),  # a backslash: COPY's escape character
+        ("E" * 21, "E" * 21),  # longer than the column
+    ],
+)
+def test_a_serial_no_database_could_store_is_reported_not_failed(pool, actor, item, serial):
+    result = run(pool, f'{{"serials": ["A1", "{item}"]}}', actor, layout="json")
+
+    assert (result.status, [(line, value) for line, value, _ in problems(result)]) == ("rejected", [(1, serial)])
+    assert ListedSerial.objects.count() == 0
+
+
 def test_serial_longer_than_20_characters_is_rejected(pool, actor):
     result = run(pool, "SHORT\n" + "A" * 21 + "\n", actor)
 
@@ -792,3 +808,32 @@ def test_postgres_refuses_to_delete_a_pool_that_holds_listed_serials(owner, prod
         cursor.execute(f"DELETE FROM {table} WHERE id = %s", [empty.pk])  # noqa: S608 - a model's table
 
     assert set(SerialPool.objects.values_list("pk", flat=True)) == {pool.pk}
+
+
+@pytest.mark.postgres
+def test_postgres_checks_run_while_the_rows_stream_and_a_problem_stops_the_copy(pool, actor, monkeypatch):
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (DATABASE_URL): the checks that run during the COPY")
+    from serialization.services import imports
+
+    monkeypatch.setattr(imports, "_COPY_CHUNK", 2)
+    monkeypatch.setattr(imports, "_CHECK_AFTER_ROWS", 4)
+    sent = []
+    real_copy_chunks = imports._copy_chunks
+
+    def counted_copy_chunks(*args, **kwargs):
+        for chunk, rows in real_copy_chunks(*args, **kwargs):
+            sent.append(rows)
+            yield chunk, rows
+
+    monkeypatch.setattr(imports, "_copy_chunks", counted_copy_chunks)
+
+    result = run(pool, "".join(f"S{n:03d}\n" for n in range(20)) + "S005\n", actor)
+
+    assert problems(result) == [
+        (21, "S005", "Duplicate in the file: this serial is on line 6 and on line 21 — keep it once.")
+    ]
+    assert sent == [2, 2]  # the checks ran once 4 of the 21 rows were on their way, and ended the COPY there
+    assert ListedSerial.objects.count() == 0
+    pool.refresh_from_db()
+    assert pool.filled == 0
