@@ -1,12 +1,36 @@
-from django import forms
-from django.contrib import admin, messages
-from django.template.response import TemplateResponse
-from django.utils import timezone
-from simple_history.admin import SimpleHistoryAdmin
+import json
+from urllib.parse import urlencode
 
-from audit import services
+from django import forms
+from django.apps import apps
+from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Count, Prefetch
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from simple_history.admin import SimpleHistoryAdmin
+from simple_history.models import HistoricalChanges
+
+from audit import pilferage, retention, selectors, services, trail
+from audit.chain import is_m2m_history_model
 from audit.exceptions import DomainError
-from audit.models import AccessEvent, ApiToken, Incident
+from audit.exports import recorded_csv_response
+from audit.models import (
+    AccessEvent,
+    ApiToken,
+    AuditTrail,
+    ChainHead,
+    ExportBlock,
+    Incident,
+    IncidentNote,
+    LegalHold,
+    PurgeRecord,
+)
 
 
 class ApiTokenCreationForm(forms.ModelForm):
@@ -93,7 +117,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
         if change:
             return
         token, raw_key = services.create_api_token(
-            user=obj.user, name=obj.name, expires_at=obj.expires_at, actor=request.user
+            user=obj.user, name=obj.name, expires_at=obj.expires_at, actor=request.user, request=request
         )
         # The admin continues with ``obj`` (change log, redirect): make it the token the service created.
         for field in ApiToken._meta.concrete_fields:
@@ -122,7 +146,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
         revoked = 0
         for token in queryset.filter(revoked_at__isnull=True).order_by("pk"):
             try:
-                services.revoke_api_token(token=token, actor=request.user)
+                services.revoke_api_token(token=token, actor=request.user, request=request)
             except DomainError as exc:
                 self.message_user(request, exc.message, messages.WARNING)
             else:
@@ -132,14 +156,31 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 @admin.register(AccessEvent)
 class AccessEventAdmin(admin.ModelAdmin):
-    """The access log, read-only: rows are written by ``audit.services.record_access`` only."""
+    """The access log, read-only: rows are written by ``audit.services.record_access`` only. A company's users
+    see the rows of their own company's accounts (``selectors.scope_access_events``)."""
 
-    list_display = ["created_at", "kind", "username", "ip", "target", "quantity"]
-    list_filter = ["kind", "created_at"]
+    list_display = ["created_at", "kind", "username", "door", "ip", "target", "quantity"]
+    list_filter = ["kind", "door", "created_at"]
     search_fields = ["username", "target", "ip"]
     date_hierarchy = "created_at"
     show_full_result_count = False  # a COUNT(*) over the whole log on every page is not worth it
-    fields = ["created_at", "kind", "user", "username", "ip", "user_agent", "target", "quantity", "details"]
+    fields = [
+        "created_at",
+        "kind",
+        "user",
+        "username",
+        "door",
+        "ip",
+        "user_agent",
+        "api_token",
+        "target",
+        "quantity",
+        "counted_serials",
+        "details",
+    ]
+
+    def get_queryset(self, request):
+        return selectors.scope_access_events(super().get_queryset(request), user=request.user)
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -151,29 +192,664 @@ class AccessEventAdmin(admin.ModelAdmin):
         return False
 
 
+class LiftBlockForm(forms.Form):
+    reason = forms.CharField(
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Kept with the block, e.g. what the investigation found and who confirmed it.",
+    )
+
+
+@admin.register(ExportBlock)
+class ExportBlockAdmin(SimpleHistoryAdmin):
+    """Accounts blocked by the hourly serial limit (``audit.pilferage``); stewards lift them with a reason."""
+
+    list_display = ["created_at", "user", "status", "serials_in_hour", "limit", "api_token", "incident", "lifted_by"]
+    list_filter = [("lifted_at", admin.EmptyFieldListFilter), "created_at"]
+    search_fields = ["user__username", "reason", "lift_reason"]
+    actions = ["lift_blocks"]
+    fields = [
+        "user",
+        "status",
+        "reason",
+        "serials_in_hour",
+        "limit",
+        "api_token",
+        "incident",
+        "created_at",
+        "lifted_by",
+        "lifted_at",
+        "lift_reason",
+    ]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request).select_related("user", "lifted_by", "api_token", "incident")
+        return selectors.scope_export_blocks(queryset, user=request.user)
+
+    @admin.display(description="Status", ordering="lifted_at")
+    def status(self, block: ExportBlock) -> str:
+        return "Active" if block.is_active else f"Lifted {block.lifted_at:%Y-%m-%d %H:%M}"
+
+    def has_add_permission(self, request) -> bool:
+        return False  # blocks are made by the anomaly rule only
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # the only change is lifting (the action), which asks for a reason
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_lift_permission(self, request) -> bool:
+        return request.user.has_perm("audit.lift_exportblock")
+
+    @admin.action(description="Lift the selected export blocks", permissions=["lift"])
+    def lift_blocks(self, request, queryset):
+        form = LiftBlockForm(request.POST if "apply" in request.POST else None)
+        blocks = queryset.filter(lifted_at__isnull=True).order_by("pk")
+        if not blocks.exists():
+            self.message_user(request, "The selected blocks are already lifted.", messages.WARNING)
+            return None
+        if form.is_bound and form.is_valid():
+            lifted = 0
+            for block in blocks:
+                try:
+                    pilferage.lift_export_block(block=block, actor=request.user, reason=form.cleaned_data["reason"])
+                except DomainError as exc:
+                    self.message_user(request, f"{block}: {exc.message}", messages.WARNING)
+                else:
+                    lifted += 1
+            self.message_user(request, f"Lifted {lifted} export block(s).", messages.SUCCESS)
+            return None  # back to the list
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Lift export blocks",
+            "form": form,
+            "objects": blocks,
+            "action": "lift_blocks",
+            "submit_label": "Lift export blocks",
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/audit/exportblock/lift.html", context)
+
+
+class IncidentChangeForm(forms.ModelForm):
+    """Working an incident: status (forward only), severity, owner, a note, another linked object. Saved through the
+    services, so every change lands in the incident's history with who made it."""
+
+    status = forms.ChoiceField(help_text="Statuses only move forward: open → investigating → resolved → closed.")
+    note = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Added to the notes with your name and the time. Required to resolve or close.",
+    )
+    link_type = forms.CharField(
+        required=False,
+        max_length=100,
+        label="Link an object: model",
+        help_text="App label and model, e.g. serialization.batch",
+    )
+    link_id = forms.CharField(required=False, max_length=64, label="Link an object: id")
+
+    class Meta:
+        model = Incident
+        fields = ["severity", "status", "owner"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        current = self.instance.status
+        labels = dict(Incident.Status.choices)
+        self.fields["status"].choices = [
+            (status, labels[status]) for status in [current, *services.next_incident_statuses(current)]
+        ]
+        if "owner" in self.fields:
+            self.fields["owner"].queryset = get_user_model().objects.filter(is_active=True, is_staff=True)
+
+    def clean(self):
+        data = super().clean()
+        status, note = data.get("status"), data.get("note", "")
+        if status and status != self.instance.status:
+            try:
+                services.check_incident_transition(incident=self.instance, status=status, note=note)
+            except DomainError as exc:
+                self.add_error(exc.field if exc.field in self.fields else None, exc.message)
+        link_type, link_id = (data.get("link_type") or "").strip().lower(), (data.get("link_id") or "").strip()
+        if bool(link_type) != bool(link_id):
+            self.add_error("link_id" if link_type else "link_type", "Give both the model and the id of the object.")
+        elif link_type:
+            try:
+                apps.get_model(link_type)
+            except (LookupError, ValueError):
+                self.add_error(
+                    "link_type", f"No model “{link_type}”: write app label and model, e.g. serialization.batch."
+                )
+        data["link_type"], data["link_id"] = link_type, link_id
+        return data
+
+
+class ManualIncidentForm(forms.ModelForm):
+    """Reporting an incident by hand (kind “manual”)."""
+
+    note = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}), help_text="What happened.")
+
+    class Meta:
+        model = Incident
+        fields = ["title", "severity", "owner"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "owner" in self.fields:
+            self.fields["owner"].queryset = get_user_model().objects.filter(is_active=True, is_staff=True)
+
+
 @admin.register(Incident)
 class IncidentAdmin(SimpleHistoryAdmin):
-    list_display = ["created_at", "kind", "severity", "status", "title", "subject_type", "subject_id", "owner"]
-    list_filter = ["status", "kind", "severity"]
-    search_fields = ["title", "subject_id", "notes"]
-    readonly_fields = ["kind", "title", "details", "subject_type", "subject_id", "raised_by", "created_at"]
-    fields = [
+    """Incidents, listed and filtered; worked open → investigating → resolved → closed with notes and linked objects;
+    exported as CSV for regulators (every export in the access log)."""
+
+    list_display = ["created_at", "kind", "severity", "status", "title", "owner", "linked_objects_count"]
+    list_filter = ["status", "kind", "severity", ("owner", admin.RelatedOnlyFieldListFilter), "created_at"]
+    list_select_related = ["owner"]
+    search_fields = ["title", "subject_id", "links__object_id"]
+    date_hierarchy = "created_at"
+    actions = ["export_selected"]
+    change_list_template = "admin/audit/incident/change_list.html"
+    readonly_fields = [
         "kind",
-        "severity",
-        "status",
         "title",
-        "details",
-        "subject_type",
-        "subject_id",
-        "owner",
-        "notes",
+        "subject",
+        "linked_objects",
+        "details_pretty",
         "raised_by",
         "created_at",
         "resolved_at",
+        "closed_at",
+        "notes_list",
     ]
 
-    def has_add_permission(self, request):
-        return False  # incidents are raised by the features that find them; manual ones come with issue 7's form
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(links_count=Count("links"))
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        kwargs["form"] = IncidentChangeForm if obj is not None else ManualIncidentForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return [(None, {"fields": ["title", "severity", "owner", "note"]})]
+        work = ["severity", "status", "owner"]
+        if self.has_change_permission(request, obj) and obj.status != Incident.Status.CLOSED:
+            work += ["note", ("link_type", "link_id")]
+        return [
+            (
+                None,
+                {"fields": ["kind", "title", "subject", "linked_objects", "details_pretty", "raised_by", "created_at"]},
+            ),
+            ("Work", {"fields": work}),
+            ("Notes", {"fields": ["notes_list", "resolved_at", "closed_at"]}),
+        ]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        if obj.status == Incident.Status.CLOSED:
+            return [*self.readonly_fields, "severity", "status", "owner"]  # closed is final
+        return self.readonly_fields
+
+    @admin.display(description="Linked objects", ordering="links_count")
+    def linked_objects_count(self, incident: Incident) -> int:
+        return incident.links_count
+
+    @admin.display(description="Subject")
+    def subject(self, incident: Incident) -> str:
+        if not incident.subject_type:
+            return "—"
+        return _object_link(incident.subject_type, incident.subject_id)
+
+    @admin.display(description="Linked objects")
+    def linked_objects(self, incident: Incident) -> str:
+        links = [_object_link(link.object_type, link.object_id) for link in incident.links.all()]
+        return (
+            format_html("<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((link,) for link in links)))
+            if links
+            else "—"
+        )
+
+    @admin.display(description="Details")
+    def details_pretty(self, incident: Incident) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(incident.details, indent=2, ensure_ascii=False, sort_keys=True))
+
+    @admin.display(description="Notes")
+    def notes_list(self, incident: Incident) -> str:
+        notes = incident.notes.select_related("author")
+        rows = [
+            (
+                f"{note.created_at:%Y-%m-%d %H:%M} UTC",
+                note.author.get_username() if note.author else "system",
+                note.text,
+            )
+            for note in notes
+        ]
+        if not rows:
+            return "—"
+        return format_html("<ol>{}</ol>", format_html_join("", "<li><strong>{} · {}</strong><br>{}</li>", rows))
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        if not change:
+            incident = services.raise_incident(
+                kind=Incident.Kind.MANUAL,
+                title=data["title"],
+                severity=data["severity"],
+                owner=data.get("owner"),
+                note=data.get("note", ""),
+                actor=request.user,
+            )
+            obj.pk, obj._state.adding, obj._state.db = incident.pk, False, incident._state.db
+            return
+        incident = Incident.objects.get(pk=obj.pk)  # ``obj`` already carries the form's values; the services apply them
+        if "severity" in form.changed_data:
+            services.set_incident_severity(incident=incident, severity=data["severity"], actor=request.user)
+        if "owner" in form.changed_data:
+            services.assign_incident(incident=incident, owner=data["owner"], actor=request.user)
+        if data.get("link_type"):
+            services.link_incident_objects(
+                incident=incident, objects=[(data["link_type"], data["link_id"])], actor=request.user
+            )
+        if data["status"] != incident.status:
+            services.transition_incident(
+                incident=incident, status=data["status"], actor=request.user, note=data["note"]
+            )
+        elif data.get("note"):
+            services.add_incident_note(incident=incident, text=data["note"], actor=request.user)
+
+    def has_add_permission(self, request) -> bool:
+        # Whoever works incidents (QA) may also report one by hand; the rest are raised by the features.
+        return super().has_add_permission(request) or self.has_change_permission(request)
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def revert_disabled(self, request, obj=None) -> bool:
+        return True  # a revert would move the status backwards
+
+    def get_urls(self):
+        export = path("export/", self.admin_site.admin_view(self.export_view), name="audit_incident_export")
+        return [export, *super().get_urls()]
+
+    def export_view(self, request):
+        """The incidents of the list as filtered now (the same query string), as CSV."""
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            return HttpResponseRedirect(reverse("admin:audit_incident_changelist") + "?e=1")  # the list explains
+        return _incidents_csv(request, changelist.get_queryset(request), filters=dict(request.GET.items()))
+
+    @admin.action(description="Export the selected incidents as CSV", permissions=["view"])
+    def export_selected(self, request, queryset):
+        return _incidents_csv(request, queryset, filters={"selected": queryset.count()})
+
+
+INCIDENT_CSV_HEADER = [
+    "id",
+    "created_at",
+    "kind",
+    "severity",
+    "status",
+    "title",
+    "subject",
+    "linked_objects",
+    "owner",
+    "raised_by",
+    "resolved_at",
+    "closed_at",
+    "notes",
+    "details",
+]
+
+
+def _incidents_csv(request, queryset, *, filters: dict):
+    incidents = (
+        queryset.select_related("owner", "raised_by")
+        .prefetch_related("links", Prefetch("notes", queryset=IncidentNote.objects.select_related("author")))
+        .order_by("created_at", "pk")
+    )
+
+    def rows():
+        for incident in incidents.iterator(chunk_size=500):
+            yield [
+                incident.pk,
+                incident.created_at.isoformat(),
+                incident.kind,
+                incident.severity,
+                incident.status,
+                incident.title,
+                f"{incident.subject_type} {incident.subject_id}".strip(),
+                "; ".join(f"{link.object_type} {link.object_id}" for link in incident.links.all()),
+                incident.owner.get_username() if incident.owner else "",
+                incident.raised_by.get_username() if incident.raised_by else "",
+                incident.resolved_at.isoformat() if incident.resolved_at else "",
+                incident.closed_at.isoformat() if incident.closed_at else "",
+                " | ".join(
+                    f"{note.created_at:%Y-%m-%d %H:%M} {note.author.get_username() if note.author else 'system'}: "
+                    f"{note.text}"
+                    for note in incident.notes.all()
+                ),
+                json.dumps(incident.details, ensure_ascii=False, sort_keys=True),
+            ]
+
+    return recorded_csv_response(
+        request=request,
+        filename=f"incidents-{timezone.now():%Y%m%d-%H%M%S}.csv",
+        header=INCIDENT_CSV_HEADER,
+        rows=rows(),
+        target="incidents",
+        details={"filters": {k: v for k, v in filters.items() if k != "csrfmiddlewaretoken"}},
+    )
+
+
+def _object_link(label: str, object_id: str) -> str:
+    """An admin link to the object ``label`` ``object_id`` (a history row: the audit trail at that row)."""
+    try:
+        model = apps.get_model(label)
+    except (LookupError, ValueError):
+        return f"{label} {object_id}"
+    opts = model._meta
+    if issubclass(model, HistoricalChanges):
+        if is_m2m_history_model(model):  # not in the trail's list: its rows show on the parent's row
+            return f"{opts.verbose_name} row {object_id}"
+        url = reverse("admin:audit_audittrail_changelist") + "?" + urlencode({"model": label, "history_id": object_id})
+        return format_html('<a href="{}">{} row {}</a>', url, opts.verbose_name, object_id)
+    try:
+        url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[object_id])
+    except NoReverseMatch:
+        return f"{opts.verbose_name} {object_id}"
+    return format_html('<a href="{}">{} {}</a>', url, opts.verbose_name, object_id)
+
+
+# --- Retention: legal holds and purge records (audit.retention) -------------------------------------------------------
+
+
+class LegalHoldPlaceForm(forms.ModelForm):
+    """Placing a hold: which record (model and id) and why. The record must exist; ``place_hold`` writes the hold."""
+
+    target_type = forms.ChoiceField(label="Record type", help_text="The kind of record to hold")
+
+    class Meta:
+        model = LegalHold
+        fields = ["target_type", "target_id", "reason"]
+        labels = {"target_id": "Record id"}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["target_type"].choices = [
+            (label, f"{model._meta.verbose_name.capitalize()} ({label})")
+            for label, model in retention.holdable_models().items()
+        ]
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("target_type") and cleaned.get("target_id"):
+            try:
+                retention.resolve_hold_target(target_type=cleaned["target_type"], target_id=cleaned["target_id"])
+            except DomainError as exc:
+                self.add_error(exc.field, exc.message)
+        return cleaned
+
+
+class ReleaseHoldForm(forms.Form):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Why the hold ends, e.g. “case 2025-17 closed”; kept with the hold and in its history",
+    )
+
+
+@admin.register(LegalHold)
+class LegalHoldAdmin(SimpleHistoryAdmin):
+    """Legal holds: placed with a reason (add), released with a reason (the action), never deleted or edited."""
+
+    list_display = ["id", "target_type", "target_id", "target_label", "status", "placed_by", "placed_at", "released_at"]
+    list_filter = [("released_at", admin.EmptyFieldListFilter), "target_type"]
+    search_fields = ["target_id", "target_label", "reason", "release_reason"]
+    list_select_related = ["placed_by", "released_by"]
+    actions = ["release_holds"]
+    shown_fields = [
+        "target_type",
+        "target_id",
+        "target_label",
+        "reason",
+        "placed_by",
+        "placed_at",
+        "released_at",
+        "released_by",
+        "release_reason",
+    ]
+
+    @admin.display(description="status")
+    def status(self, hold: LegalHold) -> str:
+        return "In force" if hold.is_active else "Released"
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = LegalHoldPlaceForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        return ["target_type", "target_id", "reason"] if obj is None else self.shown_fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.shown_fields
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # released, never deleted: the hold is part of the record of what was kept and why
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return
+        hold = retention.place_hold(
+            target_type=obj.target_type, target_id=obj.target_id, reason=obj.reason, actor=request.user
+        )
+        # The admin continues with ``obj`` (change log, redirect): make it the hold the service wrote.
+        for field in LegalHold._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(hold, field.attname))
+        obj._state.adding = False
+        obj._state.db = hold._state.db
+
+    @admin.action(description="Release the selected legal holds", permissions=["change"])
+    def release_holds(self, request, queryset):
+        form = ReleaseHoldForm(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            released = 0
+            for hold in queryset.order_by("pk"):
+                try:
+                    retention.release_hold(hold=hold, reason=form.cleaned_data["reason"], actor=request.user)
+                except DomainError as exc:
+                    self.message_user(request, exc.message, messages.WARNING)
+                else:
+                    released += 1
+                    self.log_change(request, hold, f"Released: {form.cleaned_data['reason']}")
+            self.message_user(
+                request, f"Released {released} legal hold{'s' if released != 1 else ''}.", messages.SUCCESS
+            )
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Release legal holds",
+            "form": form,
+            "objects": queryset.order_by("pk"),
+            "action": "release_holds",
+            "submit_label": "Release the holds",
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/reason_action_form.html", context)
+
+
+@admin.register(PurgeRecord)
+class PurgeRecordAdmin(admin.ModelAdmin):
+    """What each purge removed, read-only: written by ``audit.retention.purge_expired`` only."""
+
+    list_display = ["performed_at", "performed_by", "records", "rows", "kept_until_before", "reason"]
+    list_select_related = ["performed_by"]
+    date_hierarchy = "performed_at"
+    fields = ["performed_at", "performed_by", "reason", "kept_until_before", "removed", "counts", "skipped"]
+
+    @admin.display(description="records removed")
+    def records(self, purge: PurgeRecord) -> int:
+        return len(purge.removed)
+
+    @admin.display(description="rows")
+    def rows(self, purge: PurgeRecord) -> int:
+        return sum(purge.counts.values())
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+# --- The audit trail (audit.trail) -----------------------------------------------------------------------------------
+
+TRAIL_PAGE_SIZE = 50
+TRAIL_CSV_HEADER = ["date", "user", "model", "object_id", "history_id", "action", "reason", "field", "old", "new"]
+
+
+class TrailFilterForm(forms.Form):
+    """The audit trail's filters: all bad input becomes a message on the field, never an error page."""
+
+    model = forms.ChoiceField(required=False, label="Model")
+    object_id = forms.CharField(required=False, max_length=64, label="Object id")
+    user = forms.CharField(required=False, max_length=150, label="User", help_text="Username, as they sign in")
+    date_from = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(required=False, label="To (included)", widget=forms.DateInput(attrs={"type": "date"}))
+    history_id = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.models = {m._meta.label_lower: m for m in trail.trail_models(user=user)}
+        self.fields["model"].choices = [("", "All models")] + [
+            (label, trail.model_choice_label(model)) for label, model in self.models.items()
+        ]
+
+    def clean(self):
+        data = super().clean()
+        date_from, date_to = data.get("date_from"), data.get("date_to")
+        if date_from and date_to and date_from > date_to:
+            self.add_error("date_to", "The end date is before the start date; swap them.")
+        model, object_id = self.models.get(data.get("model") or ""), (data.get("object_id") or "").strip()
+        if model is not None and object_id:
+            try:
+                trail.object_id_for(model, object_id)
+            except ValidationError:
+                self.add_error(
+                    "object_id", f"“{object_id}” is not an id a {model.instance_type._meta.verbose_name} can have."
+                )
+        data["object_id"] = object_id
+        return data
+
+    def filters(self) -> trail.TrailFilters:
+        data = self.cleaned_data
+        return trail.TrailFilters(
+            model=data.get("model") or "",
+            object_id=data["object_id"],
+            username=(data.get("user") or "").strip(),
+            date_from=data.get("date_from"),
+            date_to=data.get("date_to"),
+            history_id=data.get("history_id"),
+        )
+
+
+@admin.register(AuditTrail)
+class AuditTrailAdmin(admin.ModelAdmin):
+    """One read-only page over the history of every model: filter by model, object, user and dates; each change as
+    old → new values side by side; paginated; exported as CSV (recorded). Opened with ``audit.view_audittrail``
+    (the Auditor role); a model's rows show only to users who may view that model's history."""
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("audit.view_audittrail")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def get_urls(self):
+        export = path("export/", self.admin_site.admin_view(self.export_view), name="audit_audittrail_export")
+        return [export, *super().get_urls()]
+
+    def _form(self, request) -> TrailFilterForm:
+        return TrailFilterForm(request.GET or None, user=request.user)
+
+    def changelist_view(self, request, extra_context=None):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = self._form(request)
+        filters = form.filters() if form.is_bound and form.is_valid() else trail.TrailFilters()
+        page = None
+        if not form.is_bound or form.is_valid():
+            number = request.GET.get("page", "1")
+            page = trail.get_trail_page(
+                user=request.user,
+                filters=filters,
+                number=int(number) if number.isdigit() else 1,
+                size=TRAIL_PAGE_SIZE,
+            )
+        query = request.GET.copy()
+        query.pop("page", None)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Audit trail",
+            "form": form,
+            "page": page,
+            "entries": page.entries if page is not None else [],
+            "query": query.urlencode(),
+            "head": ChainHead.objects.filter(pk=1).first(),
+        }
+        status = 200 if page is not None else 400
+        return TemplateResponse(request, "admin/audit/audittrail/trail.html", context, status=status)
+
+    def export_view(self, request):
+        """The whole filtered trail as CSV, one row per changed field, streamed and recorded in the access log."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = self._form(request)
+        if form.is_bound and not form.is_valid():
+            return self.changelist_view(request)
+        filters = form.filters() if form.is_bound else trail.TrailFilters()
+
+        def rows():
+            for entry in trail.iter_trail_entries(user=request.user, filters=filters):
+                common = [
+                    entry.date.isoformat(),
+                    entry.username,
+                    entry.label.replace(".historical", "."),
+                    entry.object_id,
+                    entry.history_id,
+                    entry.action,
+                    entry.reason,
+                ]
+                for change in entry.changes or [trail.FieldChange("", "", "")]:
+                    yield [*common, change.field, change.old, change.new]
+
+        return recorded_csv_response(
+            request=request,
+            filename=f"audit-trail-{timezone.now():%Y%m%d-%H%M%S}.csv",
+            header=TRAIL_CSV_HEADER,
+            rows=rows(),
+            target="audit trail",
+            details={"filters": {name: str(value) for name, value in form.cleaned_data.items() if value}}
+            if form.is_bound
+            else {"filters": {}},
+        )

@@ -17,6 +17,14 @@ class BackofficeAdminSite(OTPAdminSite):
         next_url = request.GET.get(REDIRECT_FIELD_NAME) or reverse("admin:index", current_app=self.name)
         return redirect(f"{reverse('accounts:login')}?{urlencode({REDIRECT_FIELD_NAME: next_url})}")
 
+    def register(self, model_or_iterable, admin_class=None, **options):
+        # Every admin's delete checks retention and legal holds first, whoever wrote the admin (audit.retention).
+        from django.contrib.admin import ModelAdmin
+
+        from audit.retention import guarded_admin_class
+
+        super().register(model_or_iterable, guarded_admin_class(admin_class or ModelAdmin), **options)
+
     def logout(self, request, extra_context=None):
         # The same sign-out as everywhere else, so it is recorded in the access log.
         from audit.views import logout_view

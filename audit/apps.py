@@ -10,7 +10,12 @@ class AuditConfig(AppConfig):
     verbose_name = "Audit and access"
 
     def ready(self) -> None:
+        from audit import chain
         from audit.roles import seed_roles_after_migrate
+
+        # Every history row written from now on gets its link in the audit chain, in the same transaction.
+        chain.connect_receivers()
+        post_migrate.connect(chain.adopt_after_migrate, sender=self, dispatch_uid="audit.chain.adopt")
 
         # Once per migrate (sender=self); seed_roles creates any missing permissions itself, so the order in which
         # the other apps' post_migrate handlers run does not matter.

@@ -52,13 +52,17 @@ ROLE_GRANTS: dict[str, tuple[Grant, ...]] = {
         grant("masterdata", ADD, CHANGE, VIEW),
         grant("serialization", ADD, CHANGE, VIEW),
         grant("partners", ADD, CHANGE, VIEW),  # the MAH's stewards set up partnerships and assign serials
-        grant("audit", VIEW, models=["accessevent", "incident"]),
+        # Stewards review the access log and lift export blocks of the pilferage rule, with a reason.
+        grant("audit", VIEW, models=["accessevent", "incident", "exportblock"], codenames=["lift_exportblock"]),
     ),
     Role.QA: (
         grant("masterdata", VIEW),
         grant("serialization", VIEW, CHANGE, codenames=["release_batch"]),
         # QA works the incidents (reconciliation discrepancies) through to resolution.
         grant("audit", VIEW, CHANGE, models=["incident"]),
+        # QA places and releases legal holds (with reasons) and sees what purges removed.
+        grant("audit", ADD, CHANGE, VIEW, models=["legalhold"]),
+        grant("audit", VIEW, models=["purgerecord"]),
     ),
     Role.LINE_SYSTEM: (
         grant("masterdata", VIEW),
@@ -66,6 +70,8 @@ ROLE_GRANTS: dict[str, tuple[Grant, ...]] = {
     ),
     Role.CMO_USER: (
         grant("serialization", VIEW),
+        # In the portal a CMO user draws serials for its orders and uploads its lines' reports.
+        grant("serialization", ADD, models=["allocation", "linereport"]),
         grant("partners", VIEW),
     ),
     Role.AUDITOR: tuple(grant(label, VIEW) for label in ("masterdata", "serialization", "partners", "audit")),

@@ -6,12 +6,13 @@ log row commits or rolls back with the work it describes.
 
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from axes.helpers import get_client_ip_address
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from django_otp import verify_token
@@ -19,8 +20,9 @@ from django_otp.models import Device
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from audit import chain
 from audit.exceptions import Conflict, DomainError
-from audit.models import AccessEvent, ApiToken, Incident
+from audit.models import AccessEvent, ApiToken, Incident, IncidentLink, IncidentNote
 
 BACKUP_CODE_COUNT = 10
 TOTP_DEVICE_NAME = "Authenticator app"
@@ -47,13 +49,17 @@ def record_access(
     quantity: int | None = None,
     details: dict | None = None,
     username: str = "",
+    counted_serials: int = 0,
+    api_token: ApiToken | None = None,
 ) -> AccessEvent:
     """Append one row to the access log.
 
     ``user`` defaults to the request's authenticated user unless ``username`` is given: that is for attempts that
-    belong to whoever was typed in (a failed sign-in), not to whoever holds the session. IP address and user agent
-    come from ``request`` (a Django or DRF request). Values under keys that name a secret (password, token, key,
-    code…) are replaced, so a careless caller cannot log one.
+    belong to whoever was typed in (a failed sign-in), not to whoever holds the session. IP address, user agent, the
+    door (admin, portal, API…) and the API key come from ``request`` (a Django or DRF request). Values under keys
+    that name a secret (password, token, key, code…) are replaced, so a careless caller cannot log one.
+    ``counted_serials`` is for ``audit.pilferage`` only, which records serial hand-outs under the account's lock.
+    ``api_token`` names the key when the request does not carry it yet (while it is being authenticated).
     """
     if kind not in AccessEvent.Kind.values:
         raise DomainError(f"Unknown access event kind {kind!r}; use one of AccessEvent.Kind.", field="kind")
@@ -74,7 +80,35 @@ def record_access(
         target=target[:255],
         quantity=quantity,
         details=_without_secrets(details or {}),
+        door=door_of(request),
+        api_token=api_token or api_token_of(request),
+        counted_serials=counted_serials,
     )
+
+
+_DOORS = {
+    "admin": AccessEvent.Door.ADMIN,
+    "portal": AccessEvent.Door.PORTAL,
+    "api": AccessEvent.Door.API,
+    "accounts": AccessEvent.Door.SIGN_IN,
+}
+
+
+def door_of(request: HttpRequest | None) -> str:
+    """The front door of ``request`` by the first segment of its path (see config/urls.py); SYSTEM without one."""
+    if request is None:
+        return AccessEvent.Door.SYSTEM
+    first_segment = request.path_info.lstrip("/").split("/", 1)[0]
+    return _DOORS.get(first_segment, AccessEvent.Door.WEB)
+
+
+def api_token_of(request: HttpRequest | None) -> ApiToken | None:
+    """The API token ``request`` was authenticated with, once DRF has authenticated it (else None)."""
+    # DRF copies ``auth`` onto the Django request when authentication is done. Reading the DRF request's own
+    # ``auth`` property instead would start authentication again when called from inside it (token_used events).
+    django_request = getattr(request, "_request", request)
+    auth = getattr(django_request, "auth", None)
+    return auth if isinstance(auth, ApiToken) else None
 
 
 def _is_secret_name(key: str) -> bool:
@@ -100,6 +134,7 @@ def create_api_token(
     name: str,
     expires_at: datetime | None = None,
     actor: AbstractBaseUser | None = None,
+    request: HttpRequest | None = None,
 ) -> tuple[ApiToken, str]:
     """Create a token for ``user`` and return it with its raw key. The raw key is not stored and cannot be recovered."""
     name = (name or "").strip()
@@ -132,6 +167,7 @@ def create_api_token(
             record_access(
                 kind=AccessEvent.Kind.TOKEN_CREATED,
                 user=actor or user,
+                request=request,
                 target=f"api token {token.pk}",
                 details={"name": name, "prefix": token.key_prefix, "for_user": user.get_username()},
             )
@@ -140,7 +176,7 @@ def create_api_token(
     return token, raw_key
 
 
-def revoke_api_token(*, token: ApiToken, actor: AbstractBaseUser) -> ApiToken:
+def revoke_api_token(*, token: ApiToken, actor: AbstractBaseUser, request: HttpRequest | None = None) -> ApiToken:
     """Revoke a token for good; requests with its key are refused from now on."""
     with transaction.atomic():
         locked = ApiToken.objects.select_for_update().get(pk=token.pk)
@@ -152,6 +188,7 @@ def revoke_api_token(*, token: ApiToken, actor: AbstractBaseUser) -> ApiToken:
         record_access(
             kind=AccessEvent.Kind.TOKEN_REVOKED,
             user=actor,
+            request=request,
             target=f"api token {locked.pk}",
             details={"name": locked.name, "prefix": locked.key_prefix, "for_user": locked.user.get_username()},
         )
@@ -179,6 +216,7 @@ def mark_api_token_used(*, token: ApiToken, request: HttpRequest | None = None) 
                 kind=AccessEvent.Kind.TOKEN_USED,
                 user=token.user,
                 request=request,
+                api_token=token,
                 target=f"api token {token.pk}",
                 details={"name": token.name, "prefix": token.key_prefix},
             )
@@ -211,7 +249,9 @@ def start_totp_enrolment(*, user: AbstractBaseUser) -> TOTPDevice:
     return device
 
 
-def confirm_totp_enrolment(*, user: AbstractBaseUser, device: TOTPDevice, token: str) -> SecondFactorCheck:
+def confirm_totp_enrolment(
+    *, user: AbstractBaseUser, device: TOTPDevice, token: str, request: HttpRequest | None = None
+) -> SecondFactorCheck:
     """Confirm ``device`` with a code from the app and issue new one-time backup codes (in the result, shown once).
 
     The backup codes replace any earlier ones. A wrong code leaves the device unconfirmed.
@@ -230,7 +270,10 @@ def confirm_totp_enrolment(*, user: AbstractBaseUser, device: TOTPDevice, token:
         TOTPDevice.objects.filter(user=user, confirmed=False).delete()
         codes = _replace_backup_codes(user=user)
         record_access(
-            kind=AccessEvent.Kind.MFA_ENROLLED, user=user, details={"device": device.name, "backups_issued": len(codes)}
+            kind=AccessEvent.Kind.MFA_ENROLLED,
+            user=user,
+            request=request,
+            details={"device": device.name, "backups_issued": len(codes)},
         )
     return SecondFactorCheck(device, "app", backup_codes=codes)
 
@@ -287,26 +330,232 @@ def raise_incident(
     details: dict | None = None,
     subject=None,
     actor: AbstractBaseUser | None = None,
+    links: Iterable = (),
+    owner: AbstractBaseUser | None = None,
+    note: str = "",
 ) -> Incident:
     """Open an incident about ``subject`` (any model instance), unless an unresolved one of the same kind and
-    title is already open for it — a scheduled check that finds the same problem every 15 minutes raises it once."""
+    title is already open for it — a scheduled check that finds the same problem every 15 minutes raises it once.
+
+    ``links`` names more objects it is about (model instances or ``(label, id)`` pairs; the subject is linked too);
+    when the incident is already open, new ones are added to it. ``owner`` and a first ``note`` are optional.
+    """
     subject_type = subject._meta.label_lower if subject is not None else ""
     subject_id = str(subject.pk) if subject is not None else ""
+    wanted_links = _link_keys([subject] if subject is not None else []) + _link_keys(links)
     open_statuses = [Incident.Status.OPEN, Incident.Status.INVESTIGATING]
-    existing = Incident.objects.filter(
-        kind=kind, title=title, subject_type=subject_type, subject_id=subject_id, status__in=open_statuses
-    ).first()
-    if existing is not None:
-        return existing
-    incident = Incident(
-        kind=kind,
-        title=title,
-        severity=severity,
-        details=_without_secrets(details or {}),
-        subject_type=subject_type,
-        subject_id=subject_id,
-        raised_by=actor,
-    )
-    incident._history_user = actor
-    incident.save()
+    with transaction.atomic():
+        existing = Incident.objects.filter(
+            kind=kind, title=title, subject_type=subject_type, subject_id=subject_id, status__in=open_statuses
+        ).first()
+        if existing is not None:
+            _add_links(existing, wanted_links)
+            return existing
+        incident = Incident(
+            kind=kind,
+            title=title[: Incident._meta.get_field("title").max_length],
+            severity=severity,
+            details=_without_secrets(details or {}),
+            subject_type=subject_type,
+            subject_id=subject_id,
+            raised_by=actor,
+            owner=owner,
+        )
+        incident._history_user = actor
+        incident.save()
+        _add_links(incident, wanted_links)
+        if note.strip():
+            IncidentNote.objects.create(incident=incident, author=actor, text=note.strip())
     return incident
+
+
+def _link_keys(objects: Iterable) -> list[tuple[str, str]]:
+    """``(label, id)`` pairs for model instances or pairs, in order, without repeats."""
+    keys = []
+    for obj in objects:
+        if isinstance(obj, (tuple, list)):
+            label, object_id = obj
+        else:
+            label, object_id = obj._meta.label_lower, obj.pk
+        key = (str(label).lower(), str(object_id))
+        if not key[0] or not key[1] or key[1] == "None":
+            raise DomainError(f"A linked object needs a model label and an id; got {obj!r}.", field="links")
+        if key not in keys:
+            keys.append(key)
+    return keys
+
+
+def _add_links(incident: Incident, keys: list[tuple[str, str]]) -> None:
+    IncidentLink.objects.bulk_create(
+        [IncidentLink(incident=incident, object_type=label, object_id=object_id) for label, object_id in keys],
+        ignore_conflicts=True,  # a link already there stays as it is
+    )
+
+
+# Statuses only move forward along this path (a step may be skipped, e.g. a false alarm closed at once).
+INCIDENT_FLOW = [
+    Incident.Status.OPEN,
+    Incident.Status.INVESTIGATING,
+    Incident.Status.RESOLVED,
+    Incident.Status.CLOSED,
+]
+_NOTE_REQUIRED_FOR = {Incident.Status.RESOLVED, Incident.Status.CLOSED}
+
+
+def next_incident_statuses(status: str) -> list[str]:
+    """The statuses an incident in ``status`` may move to."""
+    return [str(s) for s in INCIDENT_FLOW[INCIDENT_FLOW.index(status) + 1 :]]
+
+
+def _lock_open_incident(incident: Incident) -> Incident:
+    locked = Incident.objects.select_for_update().get(pk=incident.pk)
+    if locked.status == Incident.Status.CLOSED:
+        raise Conflict(
+            f"Incident {locked.pk} is closed and can no longer change. Raise a new incident and link this one if "
+            "there is more to do.",
+            field="status",
+        )
+    return locked
+
+
+def _copy_back(incident: Incident, locked: Incident) -> Incident:
+    for f in Incident._meta.concrete_fields:
+        setattr(incident, f.attname, getattr(locked, f.attname))
+    return incident
+
+
+def check_incident_transition(*, incident: Incident, status: str, note: str = "") -> None:
+    """Raise the error ``transition_incident`` would raise for this move (forms check before they save)."""
+    if status not in Incident.Status.values:
+        raise DomainError(
+            f"Unknown incident status {status!r}; use one of {', '.join(Incident.Status.values)}.", field="status"
+        )
+    if incident.status == Incident.Status.CLOSED:
+        raise Conflict(
+            f"Incident {incident.pk} is closed and can no longer change. Raise a new incident and link this one if "
+            "there is more to do.",
+            field="status",
+        )
+    current, wanted = INCIDENT_FLOW.index(incident.status), INCIDENT_FLOW.index(status)
+    if wanted == current:
+        raise Conflict(f"Incident {incident.pk} is already {incident.get_status_display().lower()}.", field="status")
+    if wanted < current:
+        raise Conflict(
+            f"Incident {incident.pk} is {incident.get_status_display().lower()}; statuses only move forward "
+            f"(open → investigating → resolved → closed), so it cannot go back to {status}. Raise a new incident "
+            "if the problem came back.",
+            field="status",
+        )
+    if status in _NOTE_REQUIRED_FOR and not (note or "").strip():
+        raise DomainError(
+            f"Add a note saying what was found and done before the incident is {status}: regulators read it.",
+            field="note",
+        )
+
+
+def transition_incident(*, incident: Incident, status: str, actor: AbstractBaseUser, note: str = "") -> Incident:
+    """Move ``incident`` forward: open → investigating → resolved → closed, never back (a step may be skipped).
+    Resolving and closing need a ``note`` (what was found and done); any note is kept with the incident, the move
+    in its history."""
+    note = (note or "").strip()
+    with transaction.atomic():
+        locked = Incident.objects.select_for_update().get(pk=incident.pk)
+        check_incident_transition(incident=locked, status=status, note=note)
+        previous, now = locked.status, timezone.now()
+        locked.status = status
+        if INCIDENT_FLOW.index(status) >= INCIDENT_FLOW.index(Incident.Status.RESOLVED) and locked.resolved_at is None:
+            locked.resolved_at = now
+        if status == Incident.Status.CLOSED:
+            locked.closed_at = now
+        locked._history_user = actor
+        locked._change_reason = f"{previous} → {status}"
+        locked.save(update_fields=["status", "resolved_at", "closed_at"])
+        if note:
+            IncidentNote.objects.create(incident=locked, author=actor, text=note)
+    return _copy_back(incident, locked)
+
+
+def assign_incident(*, incident: Incident, owner: AbstractBaseUser | None, actor: AbstractBaseUser) -> Incident:
+    """Make ``owner`` responsible for ``incident`` (None: nobody). Recorded in the incident's history."""
+    if owner is not None and not owner.is_active:
+        raise DomainError(f"User {owner.get_username()} is inactive; choose an active owner.", field="owner")
+    with transaction.atomic():
+        locked = _lock_open_incident(incident)
+        if locked.owner_id != (owner.pk if owner is not None else None):
+            locked.owner = owner
+            locked._history_user = actor
+            locked._change_reason = f"owner: {owner.get_username() if owner is not None else 'nobody'}"
+            locked.save(update_fields=["owner"])
+    return _copy_back(incident, locked)
+
+
+def set_incident_severity(*, incident: Incident, severity: str, actor: AbstractBaseUser) -> Incident:
+    """Re-grade ``incident``. Recorded in its history."""
+    if severity not in Incident.Severity.values:
+        raise DomainError(
+            f"Unknown severity {severity!r}; use one of {', '.join(Incident.Severity.values)}.", field="severity"
+        )
+    with transaction.atomic():
+        locked = _lock_open_incident(incident)
+        if locked.severity != severity:
+            locked._change_reason = f"severity: {locked.severity} → {severity}"
+            locked.severity = severity
+            locked._history_user = actor
+            locked.save(update_fields=["severity"])
+    return _copy_back(incident, locked)
+
+
+def add_incident_note(*, incident: Incident, text: str, actor: AbstractBaseUser) -> IncidentNote:
+    """Add a note (who, when, what) to ``incident``; notes are never edited afterwards."""
+    text = (text or "").strip()
+    if not text:
+        raise DomainError("The note is empty; write what was found or done.", field="note")
+    with transaction.atomic():
+        locked = _lock_open_incident(incident)
+        return IncidentNote.objects.create(incident=locked, author=actor, text=text)
+
+
+def link_incident_objects(*, incident: Incident, objects: Iterable, actor: AbstractBaseUser) -> int:
+    """Link more objects (instances or ``(label, id)`` pairs) to ``incident``; returns how many were new."""
+    keys = _link_keys(objects)
+    with transaction.atomic():
+        locked = _lock_open_incident(incident)
+        before = locked.links.count()
+        _add_links(locked, keys)
+        return locked.links.count() - before
+
+
+# --- Audit chain ------------------------------------------------------------------------------------------------
+
+
+def audit_chain_head(*, using: str = DEFAULT_DB_ALIAS) -> dict:
+    """The end of the tamper-evident audit chain, after sealing what is pending: ``{"sequence": n, "hash": "…"}``.
+
+    A backup records it, a restore is compared with it: equal heads mean the same history, link for link.
+    """
+    chain.seal_chain(using=using)
+    return chain.chain_head(using=using)
+
+
+def verify_audit_chain(*, using: str = DEFAULT_DB_ALIAS, actor: AbstractBaseUser | None = None):
+    """Verify the whole audit chain (``audit.chain.verify_chain``); a break raises a critical audit-chain incident
+    naming each place (table, row id, sequence). Returns ``(report, incident or None)``."""
+    report = chain.verify_chain(using=using)
+    if report.ok:
+        return report, None
+    # The title names the first break only, so a scheduled run that finds the same break again adds to the open
+    # incident instead of opening another one.
+    incident = raise_incident(
+        kind=Incident.Kind.AUDIT_CHAIN,
+        title=f"Audit chain broken: {report.problems[0].message}"[:255],
+        severity=Incident.Severity.CRITICAL,
+        details={
+            "problem_count": report.problem_count,
+            "links_checked": report.links_checked,
+            "head": {"sequence": report.head_sequence, "hash": report.head_hash},
+            "problems": [problem.as_dict() for problem in report.problems[:100]],
+        },
+        links=[(p.table, p.row_id) for p in report.problems[:50] if p.row_id is not None],
+        actor=actor,
+    )
+    return report, incident

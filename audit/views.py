@@ -137,7 +137,9 @@ def enrol_view(request: HttpRequest) -> HttpResponse:
     device = services.start_totp_enrolment(user=user)
     form = CodeForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
-        check = services.confirm_totp_enrolment(user=user, device=device, token=form.cleaned_data["code"])
+        check = services.confirm_totp_enrolment(
+            user=user, device=device, token=form.cleaned_data["code"], request=request
+        )
         if check.ok:
             _complete_sign_in(request, pending, check.device, "enrolment")
             return render(

@@ -6,8 +6,8 @@ scratch one and drop it afterwards, on PostgreSQL (``BENCH_POSTGRES_URL``, defau
 
 How a module is called depends on what its ``main`` understands:
   * ``main()`` without parameters (bench_ff1): called once, with ``sys.argv`` set to its own name;
-  * a ``--backend`` option (bench_allocation, bench_materialise): ``main(["--backend", B])`` — "all" runs every
-    backend, each in a child process of its own;
+  * a ``--backend`` option (bench_allocation, bench_materialise, bench_epcis_export): ``main(["--backend", B])`` —
+    "all" runs every backend, each in a child process of its own;
   * a ``--database-url`` option (bench_import): ``main(["--database-url", URL])`` once per backend.
 
 Every call runs in a fresh interpreter (``run.py --child MODULE ARGV…``): Django is set up once per process against

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -66,6 +67,7 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_static",
     "django_q",
     "axes",
+    "csp",
     "audit",
     "masterdata",
     "serialization",
@@ -74,6 +76,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -100,6 +103,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "csp.context_processors.nonce",
             ],
         },
     },
@@ -155,7 +159,28 @@ SESSION_COOKIE_AGE = int(os.environ.get("SESSION_COOKIE_AGE", str(8 * 3600)))
 # --- Security headers (production hardening switched on by DJANGO_SECURE=1 behind HTTPS) -------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content security policy (django-csp): only this site's own scripts, styles, images and fonts. Inline <script> and
+# <style> elements run only with the per-response nonce ({{ CSP_NONCE }}); inline event handlers never run. Style
+# attributes are allowed (django-simple-history's admin pages use them): an attribute styles its own element and
+# has no selectors, so it cannot read the page. The Redoc page widens style-src for itself (config/urls.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        # The hash allows an empty inline <style> (django-guardian's object-permissions page has one).
+        "style-src": [SELF, NONCE, "'sha256-AbpHGcgLb+kRsJGnwFEktk7uzpZOCcBY74+YBdrKVGs='"],
+        "style-src-attr": [UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 if env_bool("DJANGO_SECURE"):
     SECURE_SSL_REDIRECT = True
     SESSION_COOKIE_SECURE = True
@@ -177,6 +202,13 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 100,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "EXCEPTION_HANDLER": "audit.api.exceptions.exception_handler",
+    # Scopes of audit.limits.RATE_LIMITS: "<scope>" counts per user account, "<scope>_client" per API token.
+    "DEFAULT_THROTTLE_RATES": {
+        "allocation": os.environ.get("RATE_LIMIT_ALLOCATION", "120/minute"),
+        "allocation_client": os.environ.get("RATE_LIMIT_ALLOCATION_CLIENT", "60/minute"),
+        "export": os.environ.get("RATE_LIMIT_EXPORT", "300/hour"),
+        "export_client": os.environ.get("RATE_LIMIT_EXPORT_CLIENT", "120/hour"),
+    },
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 SPECTACULAR_SETTINGS = {
@@ -189,6 +221,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Serial and EPCIS export jobs share one status list: one enum, under the name it always had.
+    "ENUM_NAME_OVERRIDES": {"ExportJobStatusEnum": "serialization.models.ExportJob.Status"},
 }
 
 # --- Background tasks (django-q2): ORM broker by default, Redis when REDIS_URL is set ----------------------------
@@ -208,6 +242,13 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
+# --- Cache: rate-limit counters must be shared by every web process and host --------------------------------------
+# Redis when REDIS_URL is set; otherwise the database cache (its table is made by `migrate`, audit 0005).
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "django_cache"}}
+
 # --- Serial engine ----------------------------------------------------------------------------------------------
 # Fernet keys (comma-separated, newest first) that wrap each pool's own AES key. Rotation re-wraps pool keys;
 # it never changes a serial, because serials depend only on the pool key.
@@ -215,6 +256,34 @@ SERIAL_MASTER_KEYS = env_list("SERIAL_MASTER_KEYS")
 SERIAL_MAX_PER_REQUEST = int(os.environ.get("SERIAL_MAX_PER_REQUEST", "500000"))
 # Larger allocations are not streamed in the request; the client creates a background export job instead.
 SERIAL_STREAM_MAX = int(os.environ.get("SERIAL_STREAM_MAX", "200000"))
+# Anomaly rule (audit.pilferage): an account that takes more serials than this within an hour (downloads, exports,
+# serial lists) is blocked from taking more until a steward lifts the block, and a security incident is raised.
+SERIAL_EXPORT_LIMIT_PER_HOUR = int(os.environ.get("SERIAL_EXPORT_LIMIT_PER_HOUR", "1000000"))
+# Whom a blocked account is told to contact.
+SECURITY_CONTACT = os.environ.get("SECURITY_CONTACT", "your security officer or a master-data steward")
+
+# --- Outbox: submissions to regulators and partners (serialization.services.outbox) ------------------------------
+# A failed attempt is tried again after BASE × 2^(attempts − 1) seconds (at most MAX); after MAX_ATTEMPTS the
+# submission is dead and an incident is raised. Open submissions older than LATE_AFTER_MINUTES show as late.
+OUTBOX_MAX_ATTEMPTS = int(os.environ.get("OUTBOX_MAX_ATTEMPTS", "6"))
+OUTBOX_RETRY_BASE_SECONDS = int(os.environ.get("OUTBOX_RETRY_BASE_SECONDS", "60"))
+OUTBOX_RETRY_MAX_SECONDS = int(os.environ.get("OUTBOX_RETRY_MAX_SECONDS", str(6 * 3600)))
+OUTBOX_LATE_AFTER_MINUTES = int(os.environ.get("OUTBOX_LATE_AFTER_MINUTES", "60"))
+# File drop endpoints write into folders below this one (never elsewhere).
+OUTBOX_DROP_ROOT = Path(os.environ.get("OUTBOX_DROP_ROOT", VAR_DIR / "outbox"))
+
+# --- EPCIS ----------------------------------------------------------------------------------------------------------
+# The official EPCIS JSON schema and XSDs (and GS1 tables) every document written or read is checked against.
+STANDARDS_DIR = Path(os.environ.get("STANDARDS_DIR", BASE_DIR.parent / "shared" / "standards"))
+# Largest EPCIS document (in EPCs) answered in the request; larger scopes go through a background export job.
+EPCIS_SYNC_MAX_EPCS = int(os.environ.get("EPCIS_SYNC_MAX_EPCS", "20000"))
+# An export job checks its file against the schema before offering it: XML always (streamed, constant memory),
+# JSON-LD up to this many EPCs (the JSON schema validator holds the whole document in memory).
+EPCIS_VALIDATE_JSON_MAX_EPCS = int(os.environ.get("EPCIS_VALIDATE_JSON_MAX_EPCS", "200000"))
+# The capture interface (POST /api/v1/epcis/capture/): largest document in bytes and in events (GS1-EPCIS-Capture-
+# File-Size-Limit / GS1-EPCIS-Capture-Limit); larger ones are refused with 413 and nothing is captured.
+EPCIS_CAPTURE_MAX_BYTES = int(os.environ.get("EPCIS_CAPTURE_MAX_BYTES", str(64 * 1024 * 1024)))
+EPCIS_CAPTURE_MAX_EVENTS = int(os.environ.get("EPCIS_CAPTURE_MAX_EVENTS", "10000"))
 
 # --- Files, static, i18n -----------------------------------------------------------------------------------------
 STATIC_URL = "static/"
@@ -226,6 +295,10 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True  # the demo serves admin assets without a collectstatic step
+# manage.py backup writes its archives here by default; PG_BIN_DIR points at pg_dump/pg_restore of the server's version
+# when they are not in /usr/lib/postgresql/<version>/bin or on PATH.
+BACKUP_DIR = Path(os.environ.get("BACKUP_DIR", VAR_DIR / "backups"))
+PG_BIN_DIR = os.environ.get("PG_BIN_DIR", "")
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = "UTC"
 USE_I18N = True

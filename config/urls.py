@@ -1,5 +1,7 @@
 """URL wiring only: each app owns its own URL modules."""
 
+from csp.constants import SELF, UNSAFE_INLINE
+from csp.decorators import csp_replace
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
@@ -12,7 +14,15 @@ api_v1 = [
     path("", include("partners.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-v1:schema"), name="docs"),
-    path("redoc/", SpectacularRedocView.as_view(url_name="api-v1:schema"), name="redoc"),
+    # Redoc writes <style> elements without the nonce and runs its search in a worker made from a blob: this page
+    # alone allows both (CSP drops 'unsafe-inline' where a nonce is listed, so style-src is replaced, not extended).
+    path(
+        "redoc/",
+        csp_replace({"style-src": [SELF, UNSAFE_INLINE], "worker-src": [SELF, "blob:"]})(
+            SpectacularRedocView.as_view(url_name="api-v1:schema")
+        ),
+        name="redoc",
+    ),
 ]
 
 urlpatterns = [

@@ -101,6 +101,20 @@ class CompanyMembershipAdmin(SimpleHistoryAdmin):
     raw_id_fields = ["user"]
     list_select_related = ["user", "company"]
 
+    # Through the services, so the company groups (and what partners shared with them) follow every change.
+    def save_model(self, request, obj, form, change):
+        if change and "user" in form.changed_data:
+            services.remove_membership(membership=CompanyMembership.objects.get(pk=obj.pk), actor=request.user)
+        saved = services.assign_membership(user=obj.user, company=obj.company, actor=request.user)
+        obj.pk = saved.pk
+
+    def delete_model(self, request, obj):
+        services.remove_membership(membership=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for membership in queryset.select_related("company"):
+            services.remove_membership(membership=membership, actor=request.user)
+
 
 # --- locations ------------------------------------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from masterdata.models import (
     Product,
     ProductNationalCode,
 )
+from masterdata.permissions import sync_company_group
 
 COMPANY_FIELDS = frozenset({"name", "is_mah", "is_cmo", "is_3pl", "is_wholesaler", "country", "gln"})
 LOCATION_FIELDS = frozenset(
@@ -275,16 +276,37 @@ def delete_company(*, company: Company, actor: AbstractBaseUser | None, reason: 
 def assign_membership(
     *, user: AbstractBaseUser, company: Company, actor: AbstractBaseUser | None, reason: str = ""
 ) -> CompanyMembership:
-    """Confine ``user`` to ``company`` (a CMO's staff, an MAH's staff); replaces any earlier membership."""
+    """Confine ``user`` to ``company`` (a CMO's staff, an MAH's staff); replaces any earlier membership. The user
+    moves into the company's group at once, so what partners shared with the company (object permissions on the
+    group) reaches them, and what their former company was granted no longer does."""
     with transaction.atomic():
         membership = CompanyMembership.objects.select_for_update().filter(user=user).first()
         if membership is None:
             membership = CompanyMembership(user=user)
         elif membership.company_id == company.pk:
+            sync_company_group(company)
             return membership
+        former = membership.company if membership.company_id else None
         membership.company = company
         _clean_and_save(membership, actor=actor, reason=reason)
+        for changed in filter(None, (former, company)):
+            sync_company_group(changed)
     return membership
+
+
+def remove_membership(*, membership: CompanyMembership, actor: AbstractBaseUser | None, reason: str = "") -> None:
+    """End ``membership``: the user leaves the company's group and with it everything shared with the company.
+
+    A user without a membership is the operator's own staff, who see every company; so a partner's user (not
+    ``is_staff``) who leaves a company is deactivated as well — to move them, assign the new company instead."""
+    with transaction.atomic():
+        company, user = membership.company, membership.user
+        _stamp(membership, actor=actor, reason=reason)
+        membership.delete()
+        sync_company_group(company)
+        if not user.is_staff and user.is_active:
+            user.is_active = False
+            user.save(update_fields=["is_active"])
 
 
 # --- locations ------------------------------------------------------------------------------------------------------

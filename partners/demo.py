@@ -5,7 +5,6 @@ amoxicillin, assigns it 5,000 serials, and plans a batch with one packaging orde
 from masterdata.models import Company, Location, Product
 from partners import services
 from partners.models import Partnership, SerialAssignment
-from partners.permissions import sync_company_group
 from serialization.models import Batch, PackagingOrder
 from serialization.services.batches import create_batch, create_packaging_order
 
@@ -35,5 +34,4 @@ def load_demo_partners(*, actor) -> list[str]:
     if not PackagingOrder.objects.filter(number="CMO-PO-2001").exists():
         create_packaging_order(batch=batch, line=line, number="CMO-PO-2001", planned_quantity=1_000, actor=actor)
         done.append(f"packaging order CMO-PO-2001 on {line.name}")
-    sync_company_group(cmo)  # the demo "cmo" user joined the company before the partnership existed
     return done

@@ -21,9 +21,9 @@ from django.utils import timezone
 
 from audit.exceptions import Conflict, DomainError, PermissionDenied
 from masterdata.models import Company, Market, Product
+from masterdata.permissions import grant_company_object_permissions
 from masterdata.selectors import get_user_company_id
 from partners.models import Partnership, SerialAssignment
-from partners.permissions import grant_partner_object_permissions
 from serialization import selectors as serial_selectors
 from serialization import services as serial_services
 from serialization.exceptions import IdempotencyConflict, PoolExhausted
@@ -103,7 +103,7 @@ def create_partnership(
         partnership.save()
         partnership.products.set(products)
         partnership.markets.set(list(markets))
-        grant_partner_object_permissions(company=cmo, obj=partnership)
+        grant_company_object_permissions(company=cmo, obj=partnership)
     return partnership
 
 
@@ -274,8 +274,8 @@ def assign_serials(
         _stamp(assignment, actor=actor, reason="assigned")
         assignment.full_clean()
         assignment.save()
-        grant_partner_object_permissions(company=locked.cmo, obj=partner_pool)
-        grant_partner_object_permissions(company=locked.cmo, obj=assignment)
+        grant_company_object_permissions(company=locked.cmo, obj=partner_pool)
+        grant_company_object_permissions(company=locked.cmo, obj=assignment)
     return assignment
 
 

@@ -17,4 +17,6 @@ urlpatterns = [
     path("orders/<int:pk>/reports/", views.order_upload_report, name="order-upload-report"),
     path("allocations/<int:pk>/serials.csv", views.allocation_download, name="allocation-download"),
     path("batches/", views.batch_list, name="batches"),
+    path("submissions/", views.outbox, name="outbox"),
+    path("submissions/panel/", views.outbox_panel, name="outbox-panel"),
 ]

@@ -4,7 +4,8 @@ Every page needs a signed-in user whose session passed the second factor (``is_v
 with ``?next=``) and who belongs to a company. Objects come from the scoped selectors (``partners.selectors``), so
 another company's product, pool, order or allocation answers the portal's 404 page, exactly like one that does not
 exist. Writes go through ``serialization.services``; every download is recorded in the access log by
-``start_serial_download`` before its first byte is sent.
+``start_serial_download`` before its first byte is sent. Requesting serials and downloading them count against the
+same rate limits as the API (``audit.limits``: 429 page); a blocked account's download is 403 (``audit.pilferage``).
 """
 
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST, require_safe
 
 from audit.exceptions import DomainError, NotFound
+from audit.limits import RateLimited, check_rate_limit
+from audit.pilferage import ExportBlocked
 from partners import selectors
 from partners.charts import donut, legend
 from partners.forms import (
@@ -31,6 +34,7 @@ from partners.forms import (
     new_request_id,
 )
 from serialization.models import Allocation, ExportJob, LineReport, PackagingOrder
+from serialization.outbox_selectors import get_outbox_dashboard
 from serialization.services.batches import request_order_serials
 from serialization.services.exports import start_serial_download
 from serialization.services.line_reports import apply_line_report
@@ -40,6 +44,7 @@ TABS = (
     ("history", "Pack history", "portal:history"),
     ("orders", "Orders", "portal:orders"),
     ("batches", "Batches", "portal:batches"),
+    ("outbox", "Submissions", "portal:outbox"),
 )
 DOWNLOAD_NOTATIONS = {
     ExportJob.Notation.SERIAL: "serials",
@@ -51,8 +56,12 @@ REPORT_ERRORS_SHOWN = 200
 # --- access -----------------------------------------------------------------------------------------------------
 
 
-def portal_page(view: Callable) -> Callable:
-    """Admit verified company members; render NotFound raised by the view as the portal's 404 page."""
+def portal_page(view: Callable | None = None, *, perm: str | None = None, doing: str = "") -> Callable:
+    """Admit verified company members whose role holds ``perm`` (the model permission the page needs, as in the API
+    and the admin); render NotFound raised by the view as the portal's 404 page. ``doing`` names the page's purpose
+    in the refusal ("see serial pools")."""
+    if view is None:
+        return lambda wrapped: portal_page(wrapped, perm=perm, doing=doing)
 
     @wraps(view)
     @never_cache
@@ -63,6 +72,9 @@ def portal_page(view: Callable) -> Callable:
         company = selectors.get_portal_company(user=user)
         if company is None:
             return render(request, "portal/no_company.html", status=403)
+        if perm and not user.has_perm(perm):
+            context = {"doing": doing or "open this page", "perm": perm}
+            return render(request, "portal/no_permission.html", context, status=403)
         request.portal_company = company
         try:
             return view(request, *args, **kwargs)
@@ -72,13 +84,24 @@ def portal_page(view: Callable) -> Callable:
     return wrapper
 
 
+def _refused(request: HttpRequest, error: RateLimited | ExportBlocked, *, back: str) -> HttpResponse:
+    """The page for a request refused by a rate limit (429, with Retry-After) or an export block (403)."""
+    if isinstance(error, RateLimited):
+        context = {"heading": "Too many requests", "message": str(error.detail), "back": back}
+        response = _render(request, "portal/refused.html", context, tab=None, status=429)
+        response["Retry-After"] = str(error.wait)
+        return response
+    context = {"heading": "Downloads blocked", "message": error.message, "back": back}
+    return _render(request, "portal/refused.html", context, tab=None, status=403)
+
+
 def _render(request: HttpRequest, template: str, context: dict, *, tab: str | None, status: int = 200) -> HttpResponse:
     tabs = [(key, label, reverse(url_name), key == tab) for key, label, url_name in TABS]
     context = {"company": request.portal_company, "tabs": tabs, "tab": tab, **context}
     return render(request, template, context, status=status)
 
 
-@portal_page
+@portal_page(perm="serialization.view_serialpool", doing="see serial pools")
 @require_safe
 def home(request: HttpRequest) -> HttpResponse:
     return redirect("portal:pools")
@@ -87,7 +110,7 @@ def home(request: HttpRequest) -> HttpResponse:
 # --- SN/SSCC pool -------------------------------------------------------------------------------------------------
 
 
-@portal_page
+@portal_page(perm="serialization.view_serialpool", doing="see serial pools")
 @require_safe
 def pool_list(request: HttpRequest) -> HttpResponse:
     form = PoolSearchForm(request.GET)
@@ -115,7 +138,7 @@ def _charted(item, label: str) -> dict:
     }
 
 
-@portal_page
+@portal_page(perm="serialization.view_serialpool", doing="see serial pools")
 @require_safe
 def pool_detail(request: HttpRequest, product_code: str) -> HttpResponse:
     found = selectors.get_portal_product(user=request.user, product_code=product_code)
@@ -138,7 +161,7 @@ def _history_url(product_code: str, serial: str) -> str:
     return f"{reverse('portal:history')}?{urlencode(query)}"
 
 
-@portal_page
+@portal_page(perm="serialization.view_pack", doing="look up pack history")
 @require_safe
 def history(request: HttpRequest) -> HttpResponse:
     asked = any(request.GET.get(name) for name in ("product_code", "serial", "sscc"))
@@ -167,7 +190,7 @@ def history(request: HttpRequest) -> HttpResponse:
 # --- orders -----------------------------------------------------------------------------------------------------
 
 
-@portal_page
+@portal_page(perm="serialization.view_packagingorder", doing="see packaging orders")
 @require_safe
 def order_list(request: HttpRequest) -> HttpResponse:
     include_closed = request.GET.get("show") == "all"
@@ -212,17 +235,21 @@ def _render_order(
     return _render(request, "portal/order_detail.html", context, tab="orders")
 
 
-@portal_page
+@portal_page(perm="serialization.view_packagingorder", doing="see packaging orders")
 @require_safe
 def order_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return _render_order(request, selectors.get_portal_order(user=request.user, pk=pk))
 
 
-@portal_page
+@portal_page(perm="serialization.add_allocation", doing="request serial numbers")
 @require_POST
 def order_request_serials(request: HttpRequest, pk: int) -> HttpResponse:
     """Serials for one order. The form's request id was made when it was shown: sending it twice grants once."""
     order = selectors.get_portal_order(user=request.user, pk=pk)
+    try:
+        check_rate_limit(request=request, scope="allocation")
+    except RateLimited as exc:
+        return _refused(request, exc, back=reverse("portal:order", args=[order.pk]))
     form = RequestSerialsForm(request.POST)
     if form.is_valid():
         try:
@@ -252,7 +279,7 @@ def order_request_serials(request: HttpRequest, pk: int) -> HttpResponse:
     return _render_order(request, order, request_form=form)
 
 
-@portal_page
+@portal_page(perm="serialization.add_linereport", doing="upload production reports")
 @require_POST
 def order_upload_report(request: HttpRequest, pk: int) -> HttpResponse:
     """A production report file for one order, applied all-or-nothing; the result is shown on the order's page."""
@@ -302,7 +329,7 @@ def _count_items(counts: dict) -> list[tuple[str, str]]:
     return items
 
 
-@portal_page
+@portal_page(perm="serialization.view_allocation", doing="download serial lists")
 @require_safe
 def allocation_download(request: HttpRequest, pk: int) -> HttpResponse:
     """An allocation's serials as CSV, streamed; recorded in the access log (who, how many, SHA-256) first."""
@@ -317,9 +344,12 @@ def allocation_download(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, f"Unknown notation {notation!r}; download serials or GS1 element strings.")
         return redirect(back)
     try:
+        check_rate_limit(request=request, scope="export")
         download = start_serial_download(
             allocation=allocation, format=ExportJob.Format.CSV, notation=notation, user=request.user, request=request
         )
+    except (RateLimited, ExportBlocked) as exc:
+        return _refused(request, exc, back=back)
     except DomainError as exc:
         messages.error(request, exc.message)
         return redirect(back)
@@ -334,7 +364,7 @@ def allocation_download(request: HttpRequest, pk: int) -> HttpResponse:
 # --- batches ----------------------------------------------------------------------------------------------------
 
 
-@portal_page
+@portal_page(perm="serialization.view_batch", doing="see batches")
 @require_safe
 def batch_list(request: HttpRequest) -> HttpResponse:
     batches = [
@@ -346,3 +376,30 @@ def batch_list(request: HttpRequest) -> HttpResponse:
         for batch in selectors.list_portal_batches(user=request.user)
     ]
     return _render(request, "portal/batches.html", {"batches": batches}, tab="batches")
+
+
+# --- submissions to regulators (the outbox) ---------------------------------------------------------------------
+
+
+def _outbox_context(request: HttpRequest) -> dict:
+    # The company's own submissions only (serialization.outbox_selectors): an MAH sees what it reports; a CMO, whose
+    # MAHs report its batches, sees none of theirs.
+    return {
+        **get_outbox_dashboard(user=request.user),
+        "panel_url": reverse("portal:outbox-panel"),
+        "detail_url_name": None,
+    }
+
+
+@portal_page(perm="serialization.view_submission", doing="see submissions")
+@require_safe
+def outbox(request: HttpRequest) -> HttpResponse:
+    """The company's submissions to regulators by state — pending, late, failed, dead, accepted — updated in place."""
+    return _render(request, "portal/outbox.html", _outbox_context(request), tab="outbox")
+
+
+@portal_page(perm="serialization.view_submission", doing="see submissions")
+@require_safe
+def outbox_panel(request: HttpRequest) -> HttpResponse:
+    """The outbox panel alone, for htmx to swap in every few seconds."""
+    return render(request, "portal/_outbox_panel.html", _outbox_context(request))

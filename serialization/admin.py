@@ -21,6 +21,9 @@ from simple_history.admin import SimpleHistoryAdmin
 from simple_history.template_utils import HistoricalRecordContextHelper
 
 from audit.exceptions import DomainError
+from audit.limits import RateLimited, check_rate_limit
+from audit.pilferage import ExportBlocked
+from audit.retention import deletion_refusal
 from masterdata import selectors as masterdata_selectors
 from masterdata.models import CompanyPrefix
 from masterdata.selectors import scope_to_company
@@ -29,6 +32,7 @@ from serialization.models import (
     Allocation,
     AllocationRange,
     Batch,
+    EpcisExportJob,
     ExportJob,
     ImportJob,
     LineReport,
@@ -38,6 +42,7 @@ from serialization.models import (
     Release,
     SerialPool,
 )
+from serialization.retention import batch_keep_until
 from serialization.services import create_generated_pool, create_list_pool, fill_pool, release_serials
 from serialization.services.batches import (
     EDITABLE_FIELDS,
@@ -53,6 +58,7 @@ from serialization.services.batches import (
     update_batch,
     with_latest_reconciliation,
 )
+from serialization.services.epcis_exports import create_epcis_export, open_epcis_download, scope_epcis_exports
 from serialization.services.exports import open_export_download
 from serialization.services.imports import start_import
 from serialization.services.reconciliation import reconcile_batch, release_batch
@@ -511,11 +517,100 @@ class ExportJobAdmin(_ReadOnlyAdmin):
         job = self.get_object(request, object_id)
         if job is None or not self.has_view_permission(request, job):
             raise Http404(f"No export with id {object_id} is visible to you.")
+        back = reverse("admin:serialization_exportjob_change", args=[job.pk])
         try:
+            check_rate_limit(request=request, scope="export")
             download = open_export_download(job=job, user=request.user, request=request)
+        except (RateLimited, ExportBlocked) as exc:
+            limited = isinstance(exc, RateLimited)
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Too many downloads" if limited else "Downloads blocked",
+                "message": str(exc.detail) if limited else exc.message,
+                "back": back,
+            }
+            response = TemplateResponse(
+                request, "admin/serial_download_refused.html", context, status=429 if limited else 403
+            )
+            if limited:
+                response["Retry-After"] = str(exc.wait)
+            return response
         except DomainError as exc:
             self.message_user(request, exc.message, messages.ERROR)
-            return redirect(reverse("admin:serialization_exportjob_change", args=[job.pk]))
+            return redirect(back)
+        return FileResponse(
+            download.file, as_attachment=True, filename=download.filename, content_type=download.content_type
+        )
+
+
+@admin.register(EpcisExportJob)
+class EpcisExportJobAdmin(_ReadOnlyAdmin):
+    """EPCIS documents written in the background (queued from the batch list or the API), with their files."""
+
+    list_display = ["id", "scope", "version", "syntax", "status", "progress_percent", "requested_by", "created_at"]
+    list_filter = ["status", "version", "syntax"]
+    list_select_related = ["batch", "order", "shipping_report", "requested_by"]
+    fields = [
+        "scope",
+        "version",
+        "syntax",
+        "status",
+        "total",
+        "written",
+        "progress_percent",
+        "events",
+        "validated",
+        "sha256",
+        "error",
+        "download",
+        "requested_by",
+        "created_at",
+        "finished_at",
+    ]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return scope_epcis_exports(super().get_queryset(request), user=request.user)
+
+    @admin.display(description="of")
+    def scope(self, job: EpcisExportJob) -> str:
+        if job.batch_id:
+            return f"batch {job.batch}"
+        if job.order_id:
+            return f"order {job.order}"
+        return f"shipment {job.shipping_report.report_id}"
+
+    @admin.display(description="progress")
+    def progress_percent(self, job: EpcisExportJob) -> str:
+        return f"{job.progress:.0%}"
+
+    @admin.display(description="file")
+    def download(self, job: EpcisExportJob) -> str:
+        if job.status != EpcisExportJob.Status.DONE:
+            return "—"
+        url = reverse("admin:serialization_epcisexportjob_download", args=[job.pk])
+        return format_html('<a href="{}">Download ({} events, {} EPCs)</a>', url, job.events, job.written)
+
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/download/",
+                self.admin_site.admin_view(self.download_view),
+                name="serialization_epcisexportjob_download",
+            ),
+            *super().get_urls(),
+        ]
+
+    def download_view(self, request, object_id):
+        job = self.get_object(request, object_id)
+        if job is None or not self.has_view_permission(request, job):
+            raise Http404(f"No EPCIS export with id {object_id} is visible to you.")
+        try:
+            check_rate_limit(request=request, scope="export")
+            download = open_epcis_download(job=job, user=request.user, request=request)
+        except (RateLimited, DomainError) as exc:
+            self.message_user(request, str(exc.detail) if isinstance(exc, RateLimited) else exc.message, messages.ERROR)
+            return redirect(reverse("admin:serialization_epcisexportjob_change", args=[job.pk]))
         return FileResponse(
             download.file, as_attachment=True, filename=download.filename, content_type=download.content_type
         )
@@ -710,15 +805,40 @@ class BatchReleaseForm(forms.Form):
 @admin.register(Batch)
 class BatchAdmin(SimpleHistoryAdmin):
     form = BatchAdminForm
-    list_display = ["lot", "product_code", "product", "expiry", "status", "latest_reconciliation", "released_at"]
+    list_display = [
+        "lot",
+        "product_code",
+        "product",
+        "expiry",
+        "status",
+        "latest_reconciliation",
+        "released_at",
+        "keep_until_now",
+    ]
     list_filter = ["status"]
     search_fields = ["lot", "product__product_code", "product__name"]
     list_select_related = ["product"]
-    actions = ["complete_batches", "reconcile_batches", "release_selected_batch"]
-    always_read_only = ["status", "released_at", "released_by", "release_reason", "created_by", "created_at"]
+    actions = [
+        "complete_batches",
+        "reconcile_batches",
+        "release_selected_batch",
+        "export_epcis_json",
+        "export_epcis_1_2_xml",
+    ]
+    always_read_only = [
+        "status",
+        "released_at",
+        "released_by",
+        "release_reason",
+        "retention",
+        "created_by",
+        "created_at",
+    ]
 
     def get_queryset(self, request):
-        return with_latest_reconciliation(scope_batches(super().get_queryset(request), user=request.user))
+        # Markets prefetched: the keep-until column is computed from them for every row of the list.
+        queryset = super().get_queryset(request).prefetch_related("markets")
+        return with_latest_reconciliation(scope_batches(queryset, user=request.user))
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form_class = super().get_form(request, obj, change, **kwargs)
@@ -780,8 +900,19 @@ class BatchAdmin(SimpleHistoryAdmin):
     def revert_disabled(self, request, obj=None) -> bool:
         return True  # a revert would bypass the status rules and the reason a released batch needs
 
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+    @admin.display(description="keep until")
+    def keep_until_now(self, batch: Batch) -> str:
+        return f"{batch_keep_until(batch).date or 'not known yet'}"
+
+    @admin.display(description="retention")
+    def retention(self, batch: Batch) -> str:
+        # Deleting is refused until this date passes, and while a legal hold is in force (audit.retention).
+        keep = batch_keep_until(batch)
+        text = f"Kept until {keep.date} ({keep.because})." if keep.date else f"Kept: {keep.because}."
+        refusal = deletion_refusal(batch)
+        if refusal is not None and refusal.hold is not None:
+            text += f" {refusal.message}"
+        return text
 
     @admin.action(description="Mark the selected batches as completed", permissions=["change"])
     def complete_batches(self, request, queryset):
@@ -814,6 +945,38 @@ class BatchAdmin(SimpleHistoryAdmin):
                     f"discrepancies; incident {reconciliation.incident_id} was raised.",
                     messages.ERROR,
                 )
+
+    @admin.action(description="Export EPCIS document (2.0 JSON-LD)", permissions=["export_epcis"])
+    def export_epcis_json(self, request, queryset):
+        self._export_epcis(request, queryset, version="2.0", syntax="json")
+
+    @admin.action(description="Export EPCIS document (1.2 XML, US DSCSA)", permissions=["export_epcis"])
+    def export_epcis_1_2_xml(self, request, queryset):
+        self._export_epcis(request, queryset, version="1.2", syntax="xml")
+
+    def has_export_epcis_permission(self, request) -> bool:
+        return request.user.has_perm("serialization.add_epcisexportjob")
+
+    def _export_epcis(self, request, queryset, *, version: str, syntax: str) -> None:
+        for batch in queryset.select_related("product").order_by("pk"):
+            try:
+                job = create_epcis_export(
+                    batch=batch, version=version, syntax=syntax, actor=request.user, request=request
+                )
+            except DomainError as exc:
+                self.message_user(request, f"Batch {batch.lot}: {exc.message}", messages.WARNING)
+                continue
+            url = reverse("admin:serialization_epcisexportjob_change", args=[job.pk])
+            self.message_user(
+                request,
+                format_html(
+                    'Batch {}: EPCIS export {} is being written; <a href="{}">follow it here</a>.',
+                    batch.lot,
+                    job.pk,
+                    url,
+                ),
+                messages.SUCCESS,
+            )
 
     @admin.action(description="Release the selected batch (electronic signature)", permissions=["change"])
     def release_selected_batch(self, request, queryset):
@@ -1011,3 +1174,7 @@ class ReconciliationAdmin(_ReadOnlyAdmin):
             "<th>example serials</th></tr></thead><tbody>{}</tbody></table>",
             rows,
         )
+
+
+# The outbox's admin (endpoints, submissions, the dashboard) lives in its own module; importing it registers it.
+from serialization import outbox_admin  # noqa: E402, F401

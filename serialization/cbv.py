@@ -191,6 +191,17 @@ def decommission_step(reason: str) -> Step:
         raise KeyError(f"unknown decommissioning reason {reason!r}; use one of {', '.join(DECOMMISSION)}") from None
 
 
+# Steps after which the EPC no longer exists in the supply chain: their ObjectEvent is a DELETE (CBV,
+# ``decommissioning`` and ``destroying``); every other decommissioning reason leaves the pack in existence (a sample,
+# a dispensed or held pack), so its ObjectEvent is an OBSERVE.
+DELETING_STEPS = frozenset({"decommissioning", "destroying"})
+
+
+def object_event_action(step: Step) -> str:
+    """The EPCIS ObjectEvent action (ADD is commissioning only) of a decommissioning ``step``."""
+    return "DELETE" if step.biz_step in DELETING_STEPS else "OBSERVE"
+
+
 def is_biz_step(value: str) -> bool:
     return value in BIZ_STEPS
 

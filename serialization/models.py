@@ -15,6 +15,7 @@ from django.db import models
 from django.db.models import F, Q
 from simple_history.models import HistoricalRecords
 
+from audit.history import AuthoredHistory
 from masterdata.models import Company, Product
 
 
@@ -161,6 +162,9 @@ class PoolFill(models.Model):
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
+    # Never updated, but the pool's own history leaves ``filled`` out: this row is the trail of fills, so it is chained.
+    history = AuthoredHistory(user_field="actor", reason_field="reason")
+
     class Meta:
         ordering = ["-created_at", "-pk"]
 
@@ -267,6 +271,8 @@ class Release(models.Model):
     released_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
+    history = AuthoredHistory(user_field="released_by", reason_field="reason")
+
     class Meta:
         ordering = ["-created_at", "-pk"]
 
@@ -314,15 +320,30 @@ class Pack(models.Model):
         DECOMMISSIONED = "decommissioned", "Decommissioned"
 
     id = models.BigAutoField(primary_key=True)
-    pool = models.ForeignKey(SerialPool, on_delete=models.PROTECT, related_name="+")
+    # The foreign keys of Pack and PackEvent are checked per statement by triggers (migration 0010), not per row:
+    # a line report writes a million rows in one COPY. pool_id and order_id need no index of their own: the unique
+    # (pool, index) and the (order, status) indexes lead with them.
+    pool = models.ForeignKey(
+        SerialPool, on_delete=models.PROTECT, related_name="+", db_constraint=False, db_index=False
+    )
     index = models.BigIntegerField(help_text="The serial's index in its pool")
     product_code = models.CharField(max_length=14, blank=True, help_text="Empty for an SSCC")
     serial = models.CharField(max_length=20, help_text="The serial, or the 18-digit SSCC of a container")
     level = models.PositiveSmallIntegerField(default=0, help_text="0 unit, 1 bundle, 2 case, 3 pallet")
-    batch = models.ForeignKey("Batch", on_delete=models.PROTECT, null=True, blank=True, related_name="packs")
-    order = models.ForeignKey("PackagingOrder", on_delete=models.PROTECT, null=True, blank=True, related_name="packs")
+    batch = models.ForeignKey(
+        "Batch", on_delete=models.PROTECT, null=True, blank=True, related_name="packs", db_constraint=False
+    )
+    order = models.ForeignKey(
+        "PackagingOrder",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="packs",
+        db_constraint=False,
+        db_index=False,
+    )
     parent = models.ForeignKey(
-        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="children", db_index=True
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="children", db_constraint=False
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMMISSIONED)
     reason = models.CharField(max_length=20, blank=True, help_text="Why it was decommissioned")
@@ -370,12 +391,21 @@ class Batch(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+", editable=False
     )
     release_reason = models.TextField(blank=True, editable=False)
+    keep_until = models.DateField(
+        null=True,
+        blank=True,
+        editable=False,
+        db_index=True,
+        help_text="Last day of retention as last stored by serialization.retention (empty: not known yet, kept); the "
+        "admin and the API show the date computed now",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
-    history = HistoricalRecords(m2m_fields=[lines, markets])
+    # keep_until is derived from the markets' rules and refreshed in bulk; a history row per refresh would be noise.
+    history = HistoricalRecords(m2m_fields=[lines, markets], excluded_fields=["keep_until"])
 
     class Meta:
         ordering = ["-created_at", "-pk"]
@@ -420,7 +450,8 @@ class PackagingOrder(models.Model):
 
 class LineReport(models.Model):
     """One report from a packaging line (L3): applied all-or-nothing, and idempotent by its id — a replay gets the
-    first result back."""
+    first result back. A report captured through EPCIS (``source`` epcis) is one EPCIS event: it keeps the event's
+    id, content hash and fields, and an error declaration received for it."""
 
     class Kind(models.TextChoices):
         COMMISSIONING = "commissioning", "Commissioning"
@@ -433,6 +464,10 @@ class LineReport(models.Model):
         APPLIED = "applied", "Applied"
         REJECTED = "rejected", "Rejected"
 
+    class Source(models.TextChoices):
+        LINE = "line", "Line report (API)"
+        EPCIS = "epcis", "EPCIS capture"
+
     report_id = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=16, choices=Kind.choices)
     order = models.ForeignKey(PackagingOrder, on_delete=models.PROTECT, null=True, blank=True, related_name="reports")
@@ -444,12 +479,97 @@ class LineReport(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     received_at = models.DateTimeField(auto_now_add=True)
+    occurred_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the line did it (the EPCIS eventTime); null only for reports older than it",
+    )
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.LINE)
+    capture_job = models.ForeignKey(
+        "CaptureJob", on_delete=models.PROTECT, null=True, blank=True, related_name="reports"
+    )
+    event_id = models.CharField(
+        max_length=255, blank=True, default="", help_text="eventID of the captured EPCIS event (given, or assigned)"
+    )
+    event_hash = models.CharField(
+        max_length=64, blank=True, default="", help_text="SHA-256 of the captured event's canonical content"
+    )
+    event = models.JSONField(
+        null=True, blank=True, help_text="The captured event's fields other than its EPCs (readPoint, bizLocation…)"
+    )
+    error_declaration = models.JSONField(
+        null=True, blank=True, help_text="EPCIS errorDeclaration received for this event (time, reason, corrections)"
+    )
+    corrects = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="corrections",
+        help_text="The report declared erroneous whose effect this report reverses",
+    )
 
     class Meta:
         ordering = ["-received_at", "-pk"]
+        indexes = [models.Index(fields=["occurred_at", "id"], name="line_report_occurred")]
+        constraints = [
+            # An EPCIS event is applied once: by its eventID and by its content (a resend under a new id).
+            models.UniqueConstraint(
+                fields=["event_id"],
+                condition=Q(status="applied") & ~Q(event_id=""),
+                name="line_report_event_id_applied_once",
+            ),
+            models.UniqueConstraint(
+                fields=["event_hash"],
+                condition=Q(status="applied") & ~Q(event_hash=""),
+                name="line_report_event_hash_applied_once",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} report {self.report_id}"
+
+
+class CaptureJob(models.Model):
+    """One EPCIS document posted to the capture interface (GS1 REST binding ``POST /capture``) and what became of
+    its events: each event applied as one LineReport through the line-report rulebook, or refused with a reason."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    class ErrorBehaviour(models.TextChoices):
+        ROLLBACK = "rollback", "Roll back the whole document on any error"
+        PROCEED = "proceed", "Apply the good events, report the bad"
+
+    class Format(models.TextChoices):
+        JSON = "json", "EPCIS 2.0 JSON / JSON-LD"
+        XML = "xml", "EPCIS 1.2 / 2.0 XML"
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    error_behaviour = models.CharField(max_length=8, choices=ErrorBehaviour.choices, default=ErrorBehaviour.ROLLBACK)
+    document = models.FileField(upload_to="epcis/capture/", help_text="The document as received")
+    document_format = models.CharField(max_length=4, choices=Format.choices)
+    document_sha256 = models.CharField(max_length=64)
+    event_count = models.PositiveIntegerField(default=0)
+    applied_count = models.PositiveIntegerField(default=0)
+    error_count = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True, help_text="One RFC 7807 problem per refused event")
+    events = models.JSONField(default=list, blank=True, help_text="Per event: its id, outcome and line report")
+    company = models.ForeignKey(
+        Company, on_delete=models.PROTECT, null=True, blank=True, related_name="+", help_text="The sender's company"
+    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"capture job {self.pk} ({self.status})"
 
 
 class PackEvent(models.Model):
@@ -464,10 +584,12 @@ class PackEvent(models.Model):
         DECOMMISSIONED = "decommissioned", "Decommissioned"
 
     id = models.BigAutoField(primary_key=True)
-    pack = models.ForeignKey(Pack, on_delete=models.PROTECT, related_name="events", db_index=False)
-    report = models.ForeignKey(LineReport, on_delete=models.PROTECT, related_name="+")
+    pack = models.ForeignKey(Pack, on_delete=models.PROTECT, related_name="events", db_index=False, db_constraint=False)
+    report = models.ForeignKey(LineReport, on_delete=models.PROTECT, related_name="+", db_constraint=False)
     action = models.CharField(max_length=16, choices=Action.choices)
-    parent = models.ForeignKey(Pack, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    parent = models.ForeignKey(
+        Pack, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_constraint=False
+    )
     reason = models.CharField(max_length=20, blank=True)
     occurred_at = models.DateTimeField()
 
@@ -491,6 +613,8 @@ class Reconciliation(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     performed_at = models.DateTimeField(auto_now_add=True)
+
+    history = AuthoredHistory(user_field="performed_by")
 
     class Meta:
         ordering = ["-performed_at", "-pk"]
@@ -542,6 +666,63 @@ class ExportJob(models.Model):
         if self.total == 0:
             return 1.0 if self.status == self.Status.DONE else 0.0
         return self.written / self.total
+
+
+class EpcisExportJob(models.Model):
+    """An EPCIS document of one batch, packaging order or shipment (a shipping line report), written into a file in
+    the background with progress (EPCs written of the EPCs in scope), for a download link."""
+
+    class Version(models.TextChoices):
+        V2_0 = "2.0", "EPCIS 2.0"
+        V1_2 = "1.2", "EPCIS 1.2"
+
+    class Syntax(models.TextChoices):
+        JSON = "json", "JSON-LD"
+        XML = "xml", "XML"
+
+    Status = ExportJob.Status
+
+    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, null=True, blank=True, related_name="epcis_exports")
+    order = models.ForeignKey(
+        PackagingOrder, on_delete=models.PROTECT, null=True, blank=True, related_name="epcis_exports"
+    )
+    shipping_report = models.ForeignKey(
+        LineReport, on_delete=models.PROTECT, null=True, blank=True, related_name="epcis_exports"
+    )
+    version = models.CharField(max_length=3, choices=Version.choices, default=Version.V2_0)
+    syntax = models.CharField(max_length=4, choices=Syntax.choices, default=Syntax.JSON)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    total = models.BigIntegerField(default=0, help_text="EPCs in scope, counted when the job starts")
+    written = models.BigIntegerField(default=0, help_text="EPCs written so far")
+    events = models.BigIntegerField(default=0, help_text="EPCIS events in the finished document")
+    validated = models.BooleanField(default=False, help_text="The file was checked against the official schema")
+    file = models.FileField(upload_to="epcis/", blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.CheckConstraint(
+                name="epcis_export_has_one_scope",
+                condition=Q(batch__isnull=False, order__isnull=True, shipping_report__isnull=True)
+                | Q(batch__isnull=True, order__isnull=False, shipping_report__isnull=True)
+                | Q(batch__isnull=True, order__isnull=True, shipping_report__isnull=False),
+            ),
+            models.CheckConstraint(name="epcis_export_1_2_is_xml", condition=~Q(version="1.2") | Q(syntax="xml")),
+        ]
+
+    def __str__(self) -> str:
+        return f"EPCIS {self.version} {self.syntax} export {self.pk}"
+
+    @property
+    def progress(self) -> float:
+        if self.total == 0:
+            return 1.0 if self.status == self.Status.DONE else 0.0
+        return min(self.written / self.total, 1.0)
 
 
 class ImportJob(models.Model):
@@ -615,3 +796,7 @@ class PartnerSegment(models.Model):
             f"[{self.first_index}, {self.first_index + self.count}) = parent "
             f"[{self.parent_first_index}, {self.parent_first_index + self.count})"
         )
+
+
+# The outbox's models live in their own module; importing them here registers them with the app.
+from serialization.outbox_models import Endpoint, Submission  # noqa: E402, F401

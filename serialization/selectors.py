@@ -19,6 +19,7 @@ from django.db import connection
 from django.db.models import Count, F, Q, QuerySet, Sum
 
 from audit.exceptions import DomainError
+from masterdata.permissions import granted_pks
 from masterdata.selectors import apply_filters, get_user_company_id, get_visible, scope_to_company
 from serialization.exceptions import UnknownSerial
 from serialization.models import (
@@ -37,8 +38,15 @@ from serialization.services.lookup import SerialStatus, lookup_serial, lookup_ss
 
 
 def scope_pools(queryset: QuerySet[SerialPool], *, user) -> QuerySet[SerialPool]:
-    """``queryset`` narrowed to the pools ``user`` may see (for the admin, which brings its own queryset)."""
-    return scope_to_company(queryset, user=user, company_field="owner_id")
+    """``queryset`` narrowed to the pools ``user`` may see (for the admin, which brings its own queryset): the
+    company's own pools, and its partner pools (a CMO's share of an MAH pool) only while the company group holds the
+    object permission the assignment granted."""
+    company_id = get_user_company_id(user=user) if user is not None and user.is_authenticated else None
+    if company_id is None:
+        return scope_to_company(queryset, user=user, company_field="owner_id")
+    own = Q(owner_id=company_id) & ~Q(source=SerialPool.Source.PARTNER)
+    shared = Q(owner_id=company_id, source=SerialPool.Source.PARTNER, pk__in=granted_pks(SerialPool, user=user))
+    return queryset.filter(own | shared)
 
 
 def scope_allocations(queryset: QuerySet[Allocation], *, user) -> QuerySet[Allocation]:
@@ -280,7 +288,14 @@ def scope_packs(queryset: QuerySet[Pack], *, user) -> QuerySet[Pack]:
     company_id = get_user_company_id(user=user) if user is not None and user.is_authenticated else None
     if company_id is None:
         return scope_to_company(queryset, user=user, company_field="pool__owner_id")
-    return queryset.filter(Q(pool__owner_id=company_id) | Q(order__line__company_id=company_id))
+    return queryset.filter(Q(pool__owner_id=company_id) | Q(order__in=_shared_orders(user, company_id)))
+
+
+def _shared_orders(user, company_id: int) -> QuerySet[PackagingOrder]:
+    """The orders shared with the user's company and run on its lines (see scope_orders): their packs are the CMO's
+    to see although they are recorded in the MAH's pool, where their serials were made."""
+    granted = granted_pks(PackagingOrder, user=user)
+    return PackagingOrder.objects.filter(line__company_id=company_id, pk__in=granted).order_by().values("pk")
 
 
 def get_pack_history(
@@ -465,9 +480,7 @@ def _pool_scope_sql(user) -> tuple[str, list]:
     if company_id is None:
         return "", []
     pools, pool_params = scope_pools(SerialPool.objects.order_by(), user=user).values("pk").query.sql_with_params()
-    orders, order_params = (
-        PackagingOrder.objects.filter(line__company_id=company_id).order_by().values("pk").query.sql_with_params()
-    )
+    orders, order_params = _shared_orders(user, company_id).query.sql_with_params()
     return f"(pool_id IN ({pools}) OR order_id IN ({orders}))", [*pool_params, *order_params]
 
 

@@ -2,7 +2,7 @@
 
 - ``make_verified_client(user)`` → a ``django.test.Client`` signed in with password *and* second factor.
 - ``make_api_client(user, name=None)`` → a DRF ``APIClient`` sending a real API token.
-- autouse: django-q2 runs tasks synchronously; passwords use a fast hasher.
+- autouse: django-q2 runs tasks synchronously; passwords use a fast hasher; rate-limit counts start empty.
 
 Sign in with ``client.force_login(user)`` or these fixtures, not ``client.login(...)``: django-axes' backend needs a
 request, which ``Client.login`` does not pass. A session from ``force_login`` alone is *not* verified: the admin
@@ -30,6 +30,18 @@ def _django_q_runs_tasks_synchronously(monkeypatch):
     from django_q.conf import Conf
 
     monkeypatch.setattr(Conf, "SYNC", True)
+
+
+@pytest.fixture(autouse=True)
+def _rate_limits_count_in_memory_per_test(settings):
+    """Rate-limit counters (audit.limits) live in an in-memory cache that starts empty in every test, so counts of
+    one test never throttle another (production shares Redis or the database cache between processes)."""
+    from django.core.cache import cache
+
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "tests"}}
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -129,6 +129,6 @@ def make_product(*, owner=None, product_code=None, markets=(), **overrides):
 
 
 def make_membership(*, user, company):
-    from masterdata.models import CompanyMembership
+    from masterdata.services import assign_membership
 
-    return CompanyMembership.objects.create(user=user, company=company)
+    return assign_membership(user=user, company=company, actor=None)

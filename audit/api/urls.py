@@ -5,6 +5,7 @@ from audit.api import views
 
 router = SimpleRouter()
 router.register("access-events", views.AccessEventViewSet, basename="access-event")
+router.register("incidents", views.IncidentViewSet, basename="incident")
 
 urlpatterns = [
     path("me/", views.CurrentUserView.as_view(), name="me"),

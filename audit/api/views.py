@@ -5,8 +5,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from audit import selectors
-from audit.api.serializers import AccessEventFilterSerializer, AccessEventSerializer, CurrentUserSerializer
-from audit.models import AccessEvent, ApiToken
+from audit.api.serializers import (
+    AccessEventFilterSerializer,
+    AccessEventSerializer,
+    CurrentUserSerializer,
+    IncidentFilterSerializer,
+    IncidentSerializer,
+)
+from audit.models import AccessEvent, ApiToken, Incident
 
 
 class CurrentUserView(APIView):
@@ -39,3 +45,17 @@ class AccessEventViewSet(viewsets.ReadOnlyModelViewSet):
         filters = AccessEventFilterSerializer(data=self.request.query_params)
         filters.is_valid(raise_exception=True)
         return selectors.list_access_events(user=self.request.user, filters=filters.validated_data)
+
+
+@extend_schema_view(list=extend_schema(parameters=[IncidentFilterSerializer]))
+class IncidentViewSet(viewsets.ReadOnlyModelViewSet):
+    """Incidents (reconciliation discrepancies, submission failures, audit-chain breaks, security anomalies, manual
+    reports), newest first, with notes and linked objects. Needs ``audit.view_incident`` (steward, QA, auditor)."""
+
+    serializer_class = IncidentSerializer
+    queryset = Incident.objects.none()  # for ModelPermissions and the schema; rows come from the selector
+
+    def get_queryset(self):
+        filters = IncidentFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        return selectors.list_incidents(user=self.request.user, filters=filters.validated_data)

@@ -8,21 +8,24 @@ transitions, reconciliation and release ``change_batch``; closing an order ``cha
 needs the signer's password and a current authenticator code in the request, every time.
 """
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 
 from audit.api.permissions import ModelPermissions
 from audit.exceptions import NotFound
+from audit.limits import RATE_LIMITS
 from masterdata import selectors as masterdata_selectors
 from masterdata.models import Location, Market
 from serialization.api.serializers import AllocationSerializer
 from serialization.models import Allocation, Batch, PackagingOrder, Reconciliation
+from serialization.retention import batch_keep_until, delete_batch
 from serialization.services import batches as batch_services
 from serialization.services.reconciliation import Discrepancy, reconcile_batch, release_batch
 
 _400 = OpenApiResponse(description='Invalid input: {"error": {"code", "message", "fields"}}; fields name the input')
 _404 = OpenApiResponse(description="No such object, or not visible to you")
+_403 = OpenApiResponse(description='Not allowed: {"error": {"code", "message"}} says which permission and the way')
 _409 = OpenApiResponse(description='Conflict with the current state: {"error": {"code", "message", "details"}}')
 
 
@@ -103,6 +106,11 @@ class BatchSerializer(serializers.ModelSerializer):
     latest_reconciliation = serializers.SerializerMethodField(help_text="null until the batch is first reconciled")
     orders = OrderRefSerializer(many=True, read_only=True, help_text="Its packaging orders (GET /orders/ for more)")
     open_orders = serializers.SerializerMethodField(help_text="How many of its orders are still open")
+    keep_until = serializers.SerializerMethodField(
+        help_text="Last day the batch and its records are kept (the latest over its markets' retention rules); null "
+        "while it cannot be computed (e.g. not released yet), and then it is kept"
+    )
+    keep_until_reason = serializers.SerializerMethodField(help_text="Which market and term decide keep_until")
 
     class Meta:
         model = Batch
@@ -124,9 +132,18 @@ class BatchSerializer(serializers.ModelSerializer):
             "latest_reconciliation",
             "orders",
             "open_orders",
+            "keep_until",
+            "keep_until_reason",
             "created_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.DateField(allow_null=True))
+    def get_keep_until(self, batch: Batch):
+        return batch_keep_until(batch).date
+
+    def get_keep_until_reason(self, batch: Batch) -> str:
+        return batch_keep_until(batch).because
 
     def get_open_orders(self, batch: Batch) -> int:
         # Counted in Python: the list prefetches the orders, and a filter() would query again.
@@ -315,9 +332,17 @@ def _all_visible(queryset, pks: list[int], field: str, label: str) -> list[Locat
     return [found[pk] for pk in dict.fromkeys(pks)]
 
 
+class DeleteCheckedByServicePermissions(ModelPermissions):
+    """DELETE needs only ``view_<model>`` here: the delete service checks ``delete_<model>`` itself and answers 403
+    with the reason and the way (DRF's own check would say only "no permission")."""
+
+    perms_map = {**ModelPermissions.perms_map, "DELETE": ["%(app_label)s.view_%(model_name)s"]}
+
+
 class BatchDetailView(generics.RetrieveAPIView):
     serializer_class = BatchSerializer
     queryset = Batch.objects.none()
+    permission_classes = [DeleteCheckedByServicePermissions]
 
     def get_object(self):
         return batch_services.get_batch(user=self.request.user, pk=self.kwargs["pk"])
@@ -328,6 +353,19 @@ class BatchDetailView(generics.RetrieveAPIView):
     )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        summary="Delete a batch past its retention, with everything kept with it",
+        description="Refused while the batch is within its retention period (409 names the keep-until date) or on "
+        "legal hold (409 names the hold); needs the 'delete batch' permission, which no role grants (403). A deletion "
+        "is recorded as a purge.",
+        parameters=[OpenApiParameter("reason", str, description="Why the batch is deleted (kept in the purge record)")],
+        responses={204: None, 403: _403, 404: _404, 409: _409},
+    )
+    def delete(self, request, pk: int):
+        batch = batch_services.get_batch(user=request.user, pk=pk)
+        delete_batch(batch=batch, actor=request.user, reason=request.query_params.get("reason", ""))
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class BatchTransitionView(generics.GenericAPIView):
@@ -457,6 +495,8 @@ class OrderDetailView(generics.RetrieveAPIView):
 class OrderSerialsView(generics.GenericAPIView):
     serializer_class = OrderSerialsRequestSerializer
     queryset = Allocation.objects.none()
+    throttle_classes = RATE_LIMITS
+    throttle_scope = "allocation"
 
     @extend_schema(
         summary="Give an order unit serials and SSCCs (all or nothing, idempotent by request_id)",

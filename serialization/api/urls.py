@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from serialization.api import batches, history, line_reports, views
+from serialization.api import batches, epcis, epcis_documents, history, line_reports, outbox, views
 
 urlpatterns = [
     path("pools/", views.PoolListCreateView.as_view(), name="pool-list"),
@@ -38,4 +38,30 @@ urlpatterns = [
     path("packs/history/", history.PackHistoryView.as_view(), name="pack-history"),
     path("line-reports/", line_reports.LineReportCreateView.as_view(), name="line-report-create"),
     path("line-reports/<str:report_id>/", line_reports.LineReportDetailView.as_view(), name="line-report-detail"),
+    path("submissions/", outbox.SubmissionListCreateView.as_view(), name="submission-list"),
+    path("submissions/<int:pk>/", outbox.SubmissionDetailView.as_view(), name="submission-detail"),
+    path("epcis/capture/", epcis.CaptureView.as_view(), name="epcis-capture"),
+    path("epcis/capture/<int:pk>/", epcis.CaptureJobView.as_view(), name="epcis-capture-job"),
+    path("epcis/events/", epcis.EventsView.as_view(), name="epcis-events"),
+    path("batches/<int:pk>/epcis/", epcis_documents.BatchEpcisDocumentView.as_view(), name="batch-epcis"),
+    path("orders/<int:pk>/epcis/", epcis_documents.OrderEpcisDocumentView.as_view(), name="order-epcis"),
+    path(
+        "line-reports/<str:report_id>/epcis/",
+        epcis_documents.ShipmentEpcisDocumentView.as_view(),
+        name="shipment-epcis",
+    ),
+    path("batches/<int:pk>/epcis-exports/", epcis_documents.BatchEpcisExportView.as_view(), name="batch-epcis-export"),
+    path("orders/<int:pk>/epcis-exports/", epcis_documents.OrderEpcisExportView.as_view(), name="order-epcis-export"),
+    path(
+        "line-reports/<str:report_id>/epcis-exports/",
+        epcis_documents.ShipmentEpcisExportView.as_view(),
+        name="shipment-epcis-export",
+    ),
+    path("epcis-exports/", epcis_documents.EpcisExportListView.as_view(), name="epcis-export-list"),
+    path("epcis-exports/<int:pk>/", epcis_documents.EpcisExportDetailView.as_view(), name="epcis-export-detail"),
+    path(
+        "epcis-exports/<int:pk>/download/",
+        epcis_documents.EpcisExportDownloadView.as_view(),
+        name="epcis-export-download",
+    ),
 ]

@@ -4,7 +4,9 @@ Every object in a URL is fetched through ``serialization.selectors``, so objects
 404. The permission on each view is the model permission of the row the request reads or creates
 (``queryset = <Model>.objects.none()`` tells ``ModelPermissions`` which): allocating needs
 ``serialization.add_allocation``, releasing ``add_release``, filling ``add_poolfill``, exporting ``add_exportjob``,
-importing ``add_importjob``; reads need the matching ``view_`` permission.
+importing ``add_importjob``; reads need the matching ``view_`` permission. Allocating and getting serials out are
+rate-limited per account and per API client (``audit.limits``, scopes "allocation" and "export"); getting serials
+out also passes the hourly anomaly rule (``audit.pilferage``, 403 for a blocked account).
 """
 
 from django.http import FileResponse, StreamingHttpResponse
@@ -17,6 +19,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from audit.exceptions import NotFound
+from audit.limits import RATE_LIMITS
 from masterdata import selectors as masterdata_selectors
 from masterdata.models import CompanyPrefix
 from serialization import selectors
@@ -196,6 +199,8 @@ class PoolFillView(generics.GenericAPIView):
 class AllocateView(generics.GenericAPIView):
     serializer_class = AllocateSerializer
     queryset = Allocation.objects.none()
+    throttle_classes = RATE_LIMITS
+    throttle_scope = "allocation"
 
     @extend_schema(
         summary="Allocate serials from a pool (idempotent by request_id)",
@@ -278,6 +283,8 @@ class SerialListView(generics.GenericAPIView):
     serializer_class = SerialListQuerySerializer
     queryset = Allocation.objects.none()
     content_negotiation_class = FileContentNegotiation
+    throttle_classes = RATE_LIMITS
+    throttle_scope = "export"
 
     @extend_schema(
         summary="Download an allocation's serials (streamed)",
@@ -305,6 +312,8 @@ class SerialListView(generics.GenericAPIView):
 class ExportCreateView(generics.GenericAPIView):
     serializer_class = ExportCreateSerializer
     queryset = ExportJob.objects.none()
+    throttle_classes = RATE_LIMITS
+    throttle_scope = "export"
 
     @extend_schema(
         summary="Materialise an allocation's serials into a file in the background",
@@ -353,6 +362,8 @@ class ExportDownloadView(generics.GenericAPIView):
     serializer_class = ExportJobSerializer
     queryset = ExportJob.objects.none()
     content_negotiation_class = FileContentNegotiation
+    throttle_classes = RATE_LIMITS
+    throttle_scope = "export"
 
     @extend_schema(
         summary="Download a finished export's file",

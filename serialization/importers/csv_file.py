@@ -9,6 +9,8 @@ Comma-separated, UTF-8 (a BOM is fine), quoted as RFC 4180 says. The header row 
 
 Cells are trimmed of surrounding spaces (set 82 has no space, so no serial loses a character); blank lines are
 skipped; a line's number is the physical line of the file (a quoted field spanning lines counts every line).
+Comment lines starting with ``#`` at the top of the file — the stamp of this system's own exports (who asked, when,
+which export) — are skipped: ``#`` is not in GS1 set 82, so no serial starts with it.
 
 The file is read whole. The common file — one bare serial per line, nothing quoted, trimmed or blank — is recognised
 in one pass over its bytes and split in C into a single ``Column``; anything else goes through ``csv.reader``.
@@ -55,18 +57,31 @@ _PLAIN_BYTES = bytes(sorted(set(range(0x21, 0x7F)) - {ord('"'), ord(",")})) + b"
 
 
 def parse(stream: BinaryIO) -> Iterator[Row | RowProblem | Column]:
-    data = stream.read()
-    column = _plain_column(data)
+    data = stream.read().removeprefix(codecs.BOM_UTF8)
+    comments, data = _split_leading_comments(data)
+    column = _plain_column(data, lines_before=comments)
     if column is not None:
         yield column
         return
+    # Blank lines in place of the comments keep every line's number that of the file (csv.reader skips them).
+    data = b"\n" * comments + data
     decode_text(data)  # a file that is not UTF-8 is refused with the line of its first bad byte
-    yield from _parse(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline=""))
+    yield from _parse(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline=""))
 
 
-def _plain_column(data: bytes) -> Column | None:
+def _split_leading_comments(data: bytes) -> tuple[int, bytes]:
+    """(how many ``#`` lines lead the file, the rest of it)."""
+    count, start = 0, 0
+    while data.startswith(b"#", start):
+        end = data.find(b"\n", start)
+        if end < 0:
+            return count + 1, b""
+        count, start = count + 1, end + 1
+    return count, data[start:] if start else data
+
+
+def _plain_column(body: bytes, *, lines_before: int = 0) -> Column | None:
     """The whole file as one ``Column`` when every line is one bare serial (CRLF line ends are fine), else None."""
-    body = data.removeprefix(codecs.BOM_UTF8)
     if body.translate(None, _PLAIN_BYTES):
         return None  # some byte outside the plain set: one C pass over the file tells
     text = body.decode("ascii")
@@ -85,8 +100,8 @@ def _plain_column(data: bytes) -> Column | None:
     first = serials[0].lower()
     if _COLUMN_NAMES.get(first) == "serial" and not first.strip("()").isdigit():
         del serials[0]
-        return Column(2, serials)
-    return Column(1, serials)
+        return Column(lines_before + 2, serials)
+    return Column(lines_before + 1, serials)
 
 
 def _parse(text: io.TextIOWrapper) -> Iterator[Row | RowProblem]:

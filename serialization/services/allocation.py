@@ -27,7 +27,8 @@ after it, so its own barrier flushes both.
 A unique (pool, request_id) constraint makes a retried request return the first result even when two copies race:
 the second insert fails once the first commits, and the retry answers from the committed row. By the project's
 convention no workflow hangs on Allocation signals; the one-statement path is not taken while receivers of
-django-simple-history's history-record signals are connected, because it writes the history row itself.
+django-simple-history's history-record signals other than the audit chain's are connected, because it writes the
+history row (and its audit-chain link) itself.
 """
 
 import contextlib
@@ -42,8 +43,8 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, ProgrammingError, connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
-from simple_history.signals import post_create_historical_record, pre_create_historical_record
 
+from audit.chain import history_receivers_besides_chain, link_insert_sql
 from serialization.exceptions import (
     IdempotencyConflict,
     InvalidAllocationRequest,
@@ -193,8 +194,7 @@ def _one_statement_path_available() -> bool:
         connection.vendor == "postgresql"
         and not connection.in_atomic_block  # inside a caller's transaction the lock lasts until its commit anyway
         and getattr(settings, "SIMPLE_HISTORY_ENABLED", True)
-        and not pre_create_historical_record.has_listeners(_history_model())
-        and not post_create_historical_record.has_listeners(_history_model())
+        and not history_receivers_besides_chain(_history_model())
         and _one_statement_sql() is not None
     )
 
@@ -245,6 +245,8 @@ def _one_statement_sql() -> str | None:
                 return None
         history_columns.append(_qn(field.column))
         history_values.append(value)
+    # The history row's link in the audit chain, in the same statement (audit.chain seals it after the commit).
+    chain_link = link_insert_sql(_history_model(), source="hist", id_column=history_meta.pk.column, now_sql="%(now)s")
     range_meta = AllocationRange._meta
     range_columns = ", ".join(
         _qn(range_meta.get_field(name).column) for name in ("allocation", "pool", "first_index", "count")
@@ -261,7 +263,8 @@ def _one_statement_sql() -> str | None:
         f"({', '.join(_qn(f.column) for f in insert_fields)}) "
         f"SELECT {', '.join(f'%(a_{f.column})s' for f in insert_fields)} FROM moved RETURNING *), "
         f"hist AS (INSERT INTO {_qn(history_meta.db_table)} ({', '.join(history_columns)}) "
-        f"SELECT {', '.join(history_values)} FROM alloc), "
+        f"SELECT {', '.join(history_values)} FROM alloc RETURNING {_qn(history_meta.pk.column)}), "
+        f"link AS ({chain_link}), "
         f"rng AS (INSERT INTO {_qn(range_meta.db_table)} ({range_columns}) "
         f"SELECT alloc.{_qn(Allocation._meta.pk.column)}, %(pool)s, moved.first_index, %(n)s FROM alloc, moved) "
         f"SELECT alloc.{_qn(Allocation._meta.pk.column)} FROM alloc"

@@ -22,12 +22,13 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Case, Exists, F, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, Value, When
+from django.db.models import Case, F, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, Value, When
 from django.utils import timezone
 
 from audit.exceptions import Conflict, DomainError
 from masterdata import gs1
 from masterdata.models import Company, Location, Market, PackagingLevel, Product
+from masterdata.permissions import grant_company_object_permissions, granted_pks
 from masterdata.selectors import apply_filters, get_user_company_id, get_visible, scope_to_company
 from serialization.exceptions import IdempotencyConflict, InvalidAllocationRequest, PoolExhausted, ReleaseRefused
 from serialization.models import Allocation, Batch, PackagingOrder, Reconciliation, SerialPool
@@ -343,6 +344,10 @@ def create_packaging_order(
                 order.save()
         except IntegrityError as exc:
             raise ValidationError({"number": [f"Packaging order {number} exists already; give a new number."]}) from exc
+        if line.company_id != locked.product.owner_id:
+            # A CMO's line: its users work the order and see the batch it belongs to, nothing else of the MAH's.
+            grant_company_object_permissions(company=line.company, obj=order, actions=("view", "change"))
+            grant_company_object_permissions(company=line.company, obj=locked, actions=("view",))
     return order
 
 
@@ -570,22 +575,27 @@ BATCH_FILTERS = {"status": "status", "product": "product_id", "lot": "lot", "pro
 ORDER_FILTERS = {"batch": "batch_id", "status": "status", "line": "line_id", "number": "number"}
 
 
+# Scope rule for production records: the product owner's users see them by ownership (the company rule); a CMO's
+# users see an MAH's batch or order only where the CMO's company group holds the object permission, granted when the
+# order was placed on the CMO's line (create_packaging_order) — and, for an order, only while it runs on their line.
+# The operator's staff see everything. Model-level view permissions never widen the object scope.
+
+
 def scope_batches(queryset: QuerySet[Batch], *, user) -> QuerySet[Batch]:
-    """Batches of products the user's company owns, or packed on its lines (a CMO's); everything for the operator's
-    own staff."""
+    """Batches of products the user's company owns, or shared with its company (a CMO packing them)."""
     company_id = get_user_company_id(user=user) if user is not None and user.is_authenticated else None
     if company_id is None:
         return scope_to_company(queryset, user=user, company_field="product__owner_id")
-    packed_here = PackagingOrder.objects.filter(batch=OuterRef("pk"), line__company_id=company_id)
-    return queryset.filter(Q(product__owner_id=company_id) | Exists(packed_here))
+    return queryset.filter(Q(product__owner_id=company_id) | Q(pk__in=granted_pks(Batch, user=user)))
 
 
 def scope_orders(queryset: QuerySet[PackagingOrder], *, user) -> QuerySet[PackagingOrder]:
-    """Orders for products the user's company owns, or run on its own lines (a CMO's)."""
+    """Orders for products the user's company owns, or shared with its company and run on its own lines."""
     company_id = get_user_company_id(user=user) if user is not None and user.is_authenticated else None
     if company_id is None:
         return scope_to_company(queryset, user=user, company_field="batch__product__owner_id")
-    return queryset.filter(Q(batch__product__owner_id=company_id) | Q(line__company_id=company_id))
+    shared = Q(line__company_id=company_id, pk__in=granted_pks(PackagingOrder, user=user))
+    return queryset.filter(Q(batch__product__owner_id=company_id) | shared)
 
 
 def with_latest_reconciliation(queryset: QuerySet[Batch]) -> QuerySet[Batch]:

@@ -1,13 +1,18 @@
 """Getting an allocation's serials out: a streamed download for small lists, a background export file for large ones.
 
 Every download — streamed or of an export file — is written to the access log (who, which allocation, how many
-serials, format, notation and the SHA-256 of exactly the bytes sent) *before* the first byte leaves.
+serials, format, notation and the SHA-256 of exactly the bytes sent) *before* the first byte leaves. Every file
+names who asked for it, when, and its export or download id (``file_stamp``), so a copy found anywhere leads back to
+its access-log row. All three doors out (streamed list, export job, export download) pass the anomaly rule of
+``audit.pilferage`` (hourly serial limit per account, blocked accounts refused with 403).
 """
 
 import logging
+import secrets
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core.files import File
@@ -16,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from audit import services as audit_services
+from audit import pilferage
 from audit.exceptions import DomainError
 from serialization.exceptions import ExportNotReady, TooLargeToStream
 from serialization.models import Allocation, ExportJob
@@ -36,6 +41,16 @@ def stream_limit() -> int:
 def download_filename(allocation: Allocation, *, format: str, notation: str, job: ExportJob | None = None) -> str:
     suffix = f"-export-{job.pk}" if job is not None else ""
     return f"allocation-{allocation.pk}-{notation}{suffix}.{FILE_EXTENSIONS[format]}"
+
+
+def file_stamp(*, user, requested_at: datetime, **reference) -> dict:
+    """What an exported file says about itself: who asked (``system`` for no user), when (UTC), and ``reference``
+    (``export_id=`` of a job, ``download_id=`` of a streamed download)."""
+    return {
+        "requested_by": user.get_username() if user is not None else "system",
+        "requested_at": requested_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **reference,
+    }
 
 
 @dataclass(frozen=True)
@@ -58,15 +73,16 @@ def start_serial_download(
     user,
     request=None,
 ) -> SerialDownload:
-    """Check the allocation may be streamed, record the download, and return the stream.
+    """Check the allocation may be streamed (and ``user`` may take it), record the download, and return the stream.
 
     The bytes are produced twice: once here, only to count them and take their SHA-256 for the access log and the
-    response headers, and once while they are sent. Both passes read the same index ranges, read once here. Up to
-    SERIAL_STREAM_MAX serials that costs a fraction of a second and buys a complete record even when the client
-    stops reading halfway.
+    response headers, and once while they are sent. Both passes read the same index ranges, read once here, and
+    carry the same stamp. Up to SERIAL_STREAM_MAX serials that costs a fraction of a second and buys a complete
+    record even when the client stops reading halfway.
     """
     pool = allocation.pool
     check_notation(pool, format=format, notation=notation)
+    pilferage.check_not_blocked(user=user)  # before materialising anything; checked again under the lock
     ranges = allocation_ranges(allocation)
     quantity = sum(count for _, count in ranges)
     limit = stream_limit()
@@ -77,23 +93,29 @@ def start_serial_download(
             "it is done.",
             details={"quantity": quantity, "stream_max": limit},
         )
+    stamp = file_stamp(user=user, requested_at=timezone.now(), download_id=secrets.token_hex(8))
     counter = _CountingSink()
-    rows, sha256 = write_serials(allocation, format=format, notation=notation, out=counter, ranges=ranges)
-    audit_services.record_access(
-        kind="download",
-        user=user,
-        request=request,
-        target=f"allocation {allocation.pk}",
-        quantity=rows,
-        details={"format": str(format), "notation": str(notation), "sha256": sha256, "pool": pool.pk},
-    )
+    rows, sha256 = write_serials(allocation, format=format, notation=notation, out=counter, ranges=ranges, stamp=stamp)
+    with pilferage.serial_handout(user=user, request=request, counted=rows) as handout:
+        handout.record(
+            kind="download",
+            target=f"allocation {allocation.pk}",
+            quantity=rows,
+            details={
+                "format": str(format),
+                "notation": str(notation),
+                "sha256": sha256,
+                "pool": pool.pk,
+                "download_id": stamp["download_id"],
+            },
+        )
     return SerialDownload(
         filename=download_filename(allocation, format=format, notation=notation),
         content_type=CONTENT_TYPES[format],
         rows=rows,
         sha256=sha256,
         size=counter.size,
-        chunks=stream_serials(allocation, format=format, notation=notation, ranges=ranges),
+        chunks=stream_serials(allocation, format=format, notation=notation, ranges=ranges, stamp=stamp),
     )
 
 
@@ -116,20 +138,22 @@ def create_export(
     actor,
     request=None,
 ) -> ExportJob:
-    """Queue the materialisation of ``allocation`` into a file; a django-q2 worker runs it after the commit."""
+    """Queue the materialisation of ``allocation`` into a file; a django-q2 worker runs it after the commit.
+
+    Its serials count against ``actor``'s hourly limit now, when they are asked for (audit.pilferage).
+    """
     check_notation(allocation.pool, format=format, notation=notation)
-    with transaction.atomic():
+    quantity = allocation.active_quantity
+    with pilferage.serial_handout(user=actor, request=request, counted=quantity) as handout:
         job = ExportJob.objects.create(
             allocation=allocation,
             format=format,
             notation=notation,
-            total=allocation.active_quantity,
+            total=quantity,
             requested_by=actor,
         )
-        audit_services.record_access(
+        handout.record(
             kind="export",
-            user=actor,
-            request=request,
             target=f"allocation {allocation.pk}",
             quantity=job.total,
             details={"format": str(format), "notation": str(notation), "export_job": job.pk},
@@ -151,8 +175,9 @@ def run_export(*, job_id: int) -> ExportJob:
             return job
         job.status = ExportJob.Status.RUNNING
         job.save(update_fields=["status"])
-    job = ExportJob.objects.select_related("allocation__pool").get(pk=job_id)
+    job = ExportJob.objects.select_related("allocation__pool", "requested_by").get(pk=job_id)
     allocation = job.allocation
+    stamp = file_stamp(user=job.requested_by, requested_at=job.created_at, export_id=job.pk)
     try:
         ranges = allocation_ranges(allocation)
         total = sum(count for _, count in ranges)
@@ -164,7 +189,13 @@ def run_export(*, job_id: int) -> ExportJob:
         # Written to a local temporary file first, then handed to the storage (a local folder, or S3) in one go.
         with tempfile.TemporaryFile() as scratch:
             rows, sha256 = write_serials(
-                allocation, format=job.format, notation=job.notation, out=scratch, progress=progress, ranges=ranges
+                allocation,
+                format=job.format,
+                notation=job.notation,
+                out=scratch,
+                progress=progress,
+                ranges=ranges,
+                stamp=stamp,
             )
             scratch.seek(0)
             name = default_storage.save(
@@ -204,27 +235,34 @@ class ExportDownload:
 
 
 def open_export_download(*, job: ExportJob, user, request=None) -> ExportDownload:
-    """Open a finished export's file for sending, after recording the download."""
+    """Open a finished export's file for sending, after recording the download.
+
+    The serials of one's own export counted when it was requested; anyone else's download of the file counts now.
+    """
     if job.status != ExportJob.Status.DONE or not job.file:
         raise ExportNotReady(
             f"Export {job.pk} is {job.get_status_display().lower()}, so it has no file yet"
             + (f": {job.error}" if job.error else "; poll its status and download it when it is done."),
             details={"status": job.status, "written": job.written, "total": job.total},
         )
+    counted = 0 if user is not None and job.requested_by_id == user.pk else job.written
     handle = default_storage.open(job.file.name, "rb")
-    audit_services.record_access(
-        kind="download",
-        user=user,
-        request=request,
-        target=f"allocation {job.allocation_id}",
-        quantity=job.written,
-        details={
-            "format": job.format,
-            "notation": job.notation,
-            "sha256": job.sha256,
-            "export_job": job.pk,
-        },
-    )
+    try:
+        with pilferage.serial_handout(user=user, request=request, counted=counted) as handout:
+            handout.record(
+                kind="download",
+                target=f"allocation {job.allocation_id}",
+                quantity=job.written,
+                details={
+                    "format": job.format,
+                    "notation": job.notation,
+                    "sha256": job.sha256,
+                    "export_job": job.pk,
+                },
+            )
+    except BaseException:
+        handle.close()
+        raise
     return ExportDownload(
         filename=job.file.name.rsplit("/", 1)[-1],
         content_type=CONTENT_TYPES[job.format],

@@ -1907,6 +1907,7 @@ def _store(ctx: _Context, kind: str, fingerprint: str, *, cursor, problems: _Pro
         lines=ctx.parsed.line_count,
         result=problems.result() if problems else {"counts": ctx.counts},
         submitted_by=ctx.actor if getattr(ctx.actor, "pk", None) else None,
+        occurred_at=ctx.occurred_at,
     )
     report.save()
     if problems:

@@ -226,10 +226,13 @@ def check_notation(pool: SerialPool, *, format: str, notation: str) -> None:
     row_layout(pool, format=format, notation=notation)
 
 
-def _document_head(allocation: Allocation, *, format: str, notation: str, quantity: int) -> bytes:
+def _document_head(allocation: Allocation, *, format: str, notation: str, quantity: int, stamp: dict | None) -> bytes:
     pool = allocation.pool
+    # The stamp (who asked, when, which export) leads the file: "# key: value" lines in CSV and text, which the
+    # CSV importer skips ("#" is not in GS1 set 82, so no serial starts with it), an "export" object in JSON.
+    comments = "".join(f"# {key}: {value}\n" for key, value in (stamp or {}).items())
     if format == Format.CSV:
-        return f"{column_name(pool, notation)}\n".encode()
+        return f"{comments}{column_name(pool, notation)}\n".encode()
     if format == Format.JSON:
         meta = {
             "id": allocation.pk,
@@ -242,10 +245,10 @@ def _document_head(allocation: Allocation, *, format: str, notation: str, quanti
             "reference": allocation.reference,
             "quantity": quantity,
         }
-        return (
-            '{"allocation": ' + json.dumps(meta) + ', "notation": ' + json.dumps(str(notation)) + ', "serials": ['
-        ).encode()
-    return b""
+        export = f'"export": {json.dumps(stamp)}, ' if stamp else ""
+        head = f'{{{export}"allocation": {json.dumps(meta)}, "notation": {json.dumps(str(notation))}, "serials": ['
+        return head.encode()
+    return comments.encode()
 
 
 def _document_tail(format: str) -> bytes:
@@ -262,13 +265,15 @@ def iter_serial_blocks(
     notation: str,
     ranges: Sequence[Interval] | None = None,
     chunk_size: int = ROWS_PER_BLOCK,
+    stamp: dict | None = None,
 ) -> Iterator[tuple[bytes, int]]:
-    """The whole document as (bytes, rows in them) blocks: header, rows in index order, footer."""
+    """The whole document as (bytes, rows in them) blocks: header (with ``stamp``, see exports), rows in index order,
+    footer."""
     pool = allocation.pool
     layout = row_layout(pool, format=format, notation=notation)
     ranges = allocation_ranges(allocation) if ranges is None else list(ranges)
     quantity = sum(count for _, count in ranges)
-    yield _document_head(allocation, format=format, notation=notation, quantity=quantity), 0
+    yield _document_head(allocation, format=format, notation=notation, quantity=quantity, stamp=stamp), 0
     first_row = True
     for chunk in iter_serial_chunks(allocation, chunk_size=chunk_size, ranges=ranges):
         for lo in range(0, chunk.shape[0], ROWS_PER_BLOCK):
@@ -287,9 +292,10 @@ def stream_serials(
     format: str,
     notation: str,
     ranges: Sequence[Interval] | None = None,
+    stamp: dict | None = None,
 ) -> Iterator[bytes]:
     """The document as bytes blocks, e.g. for a StreamingHttpResponse."""
-    for data, _ in iter_serial_blocks(allocation, format=format, notation=notation, ranges=ranges):
+    for data, _ in iter_serial_blocks(allocation, format=format, notation=notation, ranges=ranges, stamp=stamp):
         if data:
             yield data
 
@@ -302,6 +308,7 @@ def write_serials(
     out: BinaryIO | None,
     progress: Callable[[int], None] | None = None,
     ranges: Sequence[Interval] | None = None,
+    stamp: dict | None = None,
 ) -> tuple[int, str]:
     """Write the allocation's serials to ``out`` (None: only count and hash); returns (rows, sha256 hex digest).
 
@@ -310,7 +317,7 @@ def write_serials(
     digest = hashlib.sha256()
     rows = 0
     pending = 0
-    for data, count in iter_serial_blocks(allocation, format=format, notation=notation, ranges=ranges):
+    for data, count in iter_serial_blocks(allocation, format=format, notation=notation, ranges=ranges, stamp=stamp):
         digest.update(data)
         if out is not None:
             out.write(data)

@@ -11,6 +11,29 @@ from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db
 
+# The auditor reads the audit trail, the chain behind it, and each incident's notes and linked objects.
+AUDIT_CHAIN_AND_INCIDENT_VIEWS = {
+    "audit.view_audittrail",
+    "audit.view_chainhead",
+    "audit.view_chainlayout",
+    "audit.view_chainlink",
+    "audit.view_incidentlink",
+    "audit.view_incidentnote",
+}
+
+# Export blocks of the pilferage rule (audit.pilferage): stewards see and lift them, the auditor reads them.
+STEWARD_EXPORT_BLOCKS = {"audit.view_exportblock", "audit.lift_exportblock"}
+AUDITOR_EXPORT_BLOCKS = {"audit.view_exportblock", "audit.view_historicalexportblock"}
+
+# Legal holds and purge records (audit.retention): QA places and releases holds, the auditor reads both.
+QA_RETENTION = {"audit.add_legalhold", "audit.change_legalhold", "audit.view_legalhold", "audit.view_purgerecord"}
+AUDITOR_RETENTION = {
+    "audit.view_legalhold",
+    "audit.view_historicallegalhold",
+    "audit.view_purgerecord",
+    "audit.view_historicalpurgerecord",
+}
+
 
 def group_permissions() -> dict[str, set[str]]:
     return {
@@ -36,8 +59,8 @@ def test_roles_on_audit_models_are_exact():
     audit = {role: {p for p in role_permissions(role) if p.startswith("audit.")} for role in Role}
 
     assert audit == {
-        Role.STEWARD: {"audit.view_accessevent", "audit.view_incident"},
-        Role.QA: {"audit.view_incident", "audit.change_incident"},
+        Role.STEWARD: {"audit.view_accessevent", "audit.view_incident", *STEWARD_EXPORT_BLOCKS},
+        Role.QA: {"audit.view_incident", "audit.change_incident", *QA_RETENTION},
         Role.LINE_SYSTEM: set(),
         Role.CMO_USER: set(),
         Role.AUDITOR: {
@@ -45,6 +68,9 @@ def test_roles_on_audit_models_are_exact():
             "audit.view_apitoken",
             "audit.view_incident",
             "audit.view_historicalincident",
+            *AUDIT_CHAIN_AND_INCIDENT_VIEWS,
+            *AUDITOR_EXPORT_BLOCKS,
+            *AUDITOR_RETENTION,
         },
     }
 
@@ -55,21 +81,30 @@ def test_roles_cover_every_current_model_of_their_apps():
         | codenames("serialization", "add", "change", "view")
         | codenames("partners", "add", "change", "view")
         | {"audit.view_accessevent", "audit.view_incident"}
+        | STEWARD_EXPORT_BLOCKS
     )
     assert role_permissions(Role.QA) == (
         codenames("masterdata", "view")
         | codenames("serialization", "view", "change")
         | {"serialization.release_batch", "audit.view_incident", "audit.change_incident"}
+        | QA_RETENTION
     )
     assert role_permissions(Role.LINE_SYSTEM) == codenames("masterdata", "view") | codenames(
         "serialization", "add", "view"
     )
-    assert role_permissions(Role.CMO_USER) == codenames("serialization", "view") | codenames("partners", "view")
+    assert role_permissions(Role.CMO_USER) == (
+        codenames("serialization", "view")
+        | {"serialization.add_allocation", "serialization.add_linereport"}
+        | codenames("partners", "view")
+    )
     assert role_permissions(Role.AUDITOR) == (
         codenames("masterdata", "view")
         | codenames("serialization", "view")
         | codenames("partners", "view")
         | {"audit.view_accessevent", "audit.view_apitoken", "audit.view_incident", "audit.view_historicalincident"}
+        | AUDIT_CHAIN_AND_INCIDENT_VIEWS
+        | AUDITOR_EXPORT_BLOCKS
+        | AUDITOR_RETENTION
     )
 
 

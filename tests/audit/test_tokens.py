@@ -191,8 +191,8 @@ def test_access_events_list_filters_and_uses_a_fixed_number_of_queries(make_api_
     body = response.json()
     assert body["count"] == 5
     assert [row["target"] for row in body["results"]] == [f"allocation {n}" for n in (4, 3, 2, 1, 0)]
-    # token lookup, user's groups/permissions (2), count, page
-    assert len(queries) == 5
+    # token lookup, user's groups/permissions (2), the viewer's company (scope), count, page
+    assert len(queries) == 6
 
 
 def test_access_events_filter_with_bad_kind_is_400(make_api_client):

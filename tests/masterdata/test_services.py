@@ -414,7 +414,9 @@ def test_load_demo_runs_twice_and_creates_the_expected_rows():
     users = get_user_model().objects.filter(username__in=["steward", "qa", "auditor", "cmo", "line1"])
     assert users.count() == 5
     assert CompanyMembership.objects.get(user__username="cmo").company.name == "Contract Pack GmbH"
-    assert list(get_user_model().objects.get(username="line1").groups.values_list("name", flat=True)) == ["Line system"]
+    line1 = get_user_model().objects.get(username="line1")
+    company = CompanyMembership.objects.get(user=line1).company_id
+    assert sorted(line1.groups.values_list("name", flat=True)) == ["Line system", f"company:{company}"]
     assert "first-Demo-pass-1" in first.getvalue() and "first-Demo-pass-1" not in second.getvalue()
     assert "Demo data ready (0 new master-data records)." in second.getvalue()
     assert "/accounts/login/" in second.getvalue()

@@ -7,9 +7,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from guardian.shortcuts import get_perms
 
+from masterdata.permissions import company_group_name
 from partners import services
 from partners.models import Partnership, SerialAssignment
-from partners.permissions import company_group_name
 from serialization.models import SerialPool
 from tests.factories import make_product
 from tests.partners.test_services import Scene, make_cmo, make_mah, make_mah_pool, make_steward, pool_state

@@ -27,10 +27,21 @@ from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 
 from audit.models import AccessEvent
-from audit.services import record_access
+from audit.services import raise_incident, record_access
 from masterdata.models import Market
 from partners import services as partner_services
-from serialization.models import Allocation, Batch, ExportJob, ImportJob, LineReport, Pack, PackagingOrder
+from serialization.models import (
+    Allocation,
+    Batch,
+    CaptureJob,
+    EpcisExportJob,
+    ExportJob,
+    ImportJob,
+    LineReport,
+    Pack,
+    PackagingOrder,
+)
+from serialization.outbox_models import Endpoint, Submission
 from serialization.services import allocate_serials, create_generated_pool, create_list_pool
 from serialization.services.batches import request_order_serials
 from serialization.services.materialise import iter_serial_chunks
@@ -43,14 +54,17 @@ API_PREFIX = "/api/v1/"
 MISSING_ID = 2_000_000_000
 MISSING_KEY = "no-such-object"
 METHODS = ("get", "post", "put", "patch", "delete")
-# Apps whose model permissions a company user may hold. The audit app's access log is the operator's (see
-# UNSCOPED below), so the power users here do not get it.
+# Apps whose model permissions a company user may hold, and the one audit permission scoped by company too: the
+# access log (a company's users read only their own company's events, audit.selectors.scope_access_events).
 COMPANY_APPS = ("masterdata", "serialization", "partners")
+COMPANY_AUDIT_PERMISSIONS = ("view_accessevent",)
 # Resources every authenticated user reads (reference data), and the B-side writes that would change them.
 SHARED = {"markets"}
 # Resources not scoped by company at all: readable by whoever holds the model permission. Listed so the matrix says
 # so out loud; each entry is a known gap to close in its app (reported, not hidden).
-UNSCOPED = {"access-events": "audit.view_accessevent (Steward, Auditor): the whole access log, every company's events"}
+UNSCOPED = {
+    "incidents": "audit.view_incident (Steward, QA, Auditor): the operator's incidents, about every company's objects",
+}
 _numbers = itertools.count(1)
 
 
@@ -60,6 +74,9 @@ def power_user(company, *, username: str):
     perms = Permission.objects.filter(content_type__app_label__in=COMPANY_APPS).exclude(codename__startswith="delete_")
     user.user_permissions.add(*perms)
     user.user_permissions.add(Permission.objects.get(codename="release_batch"))
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="audit", codename__in=COMPANY_AUDIT_PERMISSIONS)
+    )
     make_membership(user=user, company=company)
     return user
 
@@ -137,14 +154,41 @@ def build_world() -> tuple[World, dict]:
         submitted_by=user_a,
     )
     event = record_access(kind=AccessEvent.Kind.DOWNLOAD, user=user_a, target=f"alpha download {n}")
+    incident = raise_incident(kind="reconciliation", title=f"alpha incident {n}", subject=batch)
+    epcis_export = EpcisExportJob.objects.create(batch=batch, requested_by=user_a)
+    capture_job = CaptureJob.objects.create(
+        document=f"epcis/capture/alpha-{n}.json",
+        document_format=CaptureJob.Format.JSON,
+        document_sha256="0" * 64,
+        company=cmo_a,
+        created_by=user_a,
+    )
+    endpoint = Endpoint.objects.create(
+        name=f"EU hub {n}", market=Market.objects.get(code="EU"), kind=Endpoint.Kind.HTTP, url="https://hub.example/up"
+    )
+    submission = Submission.objects.create(
+        market=endpoint.market,
+        company=cmo_a,  # its own-label batch: CMO A reports it as the MAH
+        batch=batch,
+        endpoint=endpoint,
+        kind=Submission.Kind.EU_HUB,
+        file=f"submissions/alpha-{n}.json",
+        content_type="application/json",
+        sha256="0" * 64,
+        size=2,
+        created_by=user_a,
+    )
 
     world.objects = {
         "access-events": [event],
         "allocations": [order_allocation, partner_allocation_a],
         "batches": [batch],
         "companies": [cmo_a],
+        "epcis": [capture_job],
+        "epcis-exports": [epcis_export],
         "exports": [export],
         "imports": [import_job],
+        "incidents": [incident],
         "line-reports": [report],
         "locations": [line],
         "markets": [Market.objects.get(code="EU")],
@@ -152,6 +196,7 @@ def build_world() -> tuple[World, dict]:
         "partnerships": [partnership_a],
         "pools": [partner_pool_a, own_pool],
         "products": [own_product],
+        "submissions": [submission],
     }
     world.markers = [
         cmo_a.name,
@@ -191,7 +236,7 @@ def fill(path: str, value: str) -> str:
 
 
 def a_sees(resource: str) -> bool:
-    return resource not in UNSCOPED  # A's power users hold no audit permission
+    return resource not in UNSCOPED  # A's power users hold no unscoped audit permission
 
 
 def mah_sees(resource: str) -> bool:

@@ -20,6 +20,7 @@ from django.urls import reverse
 
 from audit.models import AccessEvent
 from masterdata.models import NUMERIC, PackagingLevel
+from masterdata.permissions import grant_company_object_permissions
 from partners.charts import donut, percent
 from partners.forms import PackHistoryForm
 from partners.models import Partnership
@@ -49,8 +50,9 @@ def make_cmo_user(company, *, username: str | None = None):
 
 
 def make_partner_pool(*, cmo, product, filled: int, assigned: int = 0, free: int = 0) -> SerialPool:
-    """A CMO's partner pool of an MAH product, its counters set directly (the portal only reads pool state)."""
-    return SerialPool.objects.create(
+    """A CMO's partner pool of an MAH product, its counters set directly (the portal only reads pool state), shared
+    with the CMO's users as an assignment shares it."""
+    pool = SerialPool.objects.create(
         owner=cmo,
         kind=SerialPool.Kind.SGTIN,
         product=product,
@@ -63,6 +65,8 @@ def make_partner_pool(*, cmo, product, filled: int, assigned: int = 0, free: int
         next_index=assigned + free,
         free=free,
     )
+    grant_company_object_permissions(company=cmo, obj=pool)
+    return pool
 
 
 def make_partnership(*, mah, cmo, products=()) -> Partnership:
@@ -402,7 +406,8 @@ def test_download_streams_the_csv_and_records_the_access_with_its_quantity(scene
     assert response["Content-Type"] == "text/csv; charset=utf-8"
     assert response["Content-Disposition"] == f'attachment; filename="allocation-{allocation.pk}-serial.csv"'
     body = b"".join(response.streaming_content).decode()
-    assert body.splitlines() == ["serial", *serials_of(allocation)]
+    assert body.splitlines()[:1] == [f"# requested_by: {scene.user.username}"]  # the stamp's first line
+    assert body.splitlines()[3:] == ["serial", *serials_of(allocation)]
     event = AccessEvent.objects.get(kind=AccessEvent.Kind.DOWNLOAD)
     assert (event.user, event.quantity, event.target) == (scene.user, 25, f"allocation {allocation.pk}")
     assert event.details["format"] == "csv" and event.details["notation"] == "serial"
@@ -417,7 +422,7 @@ def test_download_of_element_strings_and_an_unknown_notation(scene, client_a):
     unknown = client_a.get(url, {"notation": "bogus"})
 
     lines = b"".join(element.streaming_content).decode().splitlines()
-    assert lines[1:] == [f"(01){scene.own.product_code}(21){s}" for s in serials_of(allocation)]
+    assert lines[4:] == [f"(01){scene.own.product_code}(21){s}" for s in serials_of(allocation)]  # stamp, header
     assert unknown.status_code == 302 and unknown["Location"] == reverse("portal:order", args=[scene.order.pk])
     assert AccessEvent.objects.filter(kind=AccessEvent.Kind.DOWNLOAD).count() == 1
 

@@ -16,14 +16,16 @@ from django.utils import timezone
 from guardian.shortcuts import get_groups_with_perms, get_perms
 
 from audit.exceptions import PermissionDenied
-from partners import selectors, services
-from partners.models import Partnership, SerialAssignment
-from partners.permissions import (
+from masterdata.models import CompanyMembership
+from masterdata.permissions import (
     company_group_name,
-    grant_partner_object_permissions,
-    revoke_partner_object_permissions,
+    grant_company_object_permissions,
+    revoke_company_object_permissions,
     sync_company_group,
 )
+from masterdata.services import assign_membership, remove_membership
+from partners import selectors, services
+from partners.models import Partnership, SerialAssignment
 from partners.services import PartnershipInactive, ProductNotInPartnership
 from serialization.exceptions import IdempotencyConflict, PoolExhausted
 from serialization.models import Allocation, Pack, PartnerSegment, SerialPool
@@ -437,29 +439,47 @@ def test_return_serials_refuses_a_product_never_assigned_and_strangers(scene):
 # --- object permissions ------------------------------------------------------------------------------------------
 
 
-def test_sync_company_group_follows_the_memberships(scene):
-    newcomer = make_cmo_user(scene.cmo_a)
+def test_the_company_group_follows_every_membership_change(scene):
     group = Group.objects.get(name=company_group_name(scene.cmo_a))
-    assert newcomer not in group.user_set.all()
-    assert list(selectors.list_partnerships(user=newcomer)) == []  # not synced yet: sees nothing of the partner's
-
-    sync_company_group(scene.cmo_a)
+    newcomer = make_cmo_user(scene.cmo_a)  # joins through masterdata.services.assign_membership
     assert set(group.user_set.all()) == {scene.user_a, newcomer}
     assert list(selectors.list_partnerships(user=newcomer)) == [scene.partnership]
+
+    # Moving to another company takes away what the first one was granted.
+    assign_membership(user=newcomer, company=scene.cmo_b, actor=scene.steward)
+    newcomer = type(newcomer).objects.get(pk=newcomer.pk)  # as the next request loads them
+    assert set(group.user_set.all()) == {scene.user_a}
+    assert newcomer in Group.objects.get(name=company_group_name(scene.cmo_b)).user_set.all()
+    assert list(selectors.list_partnerships(user=newcomer)) == []
+
+    remove_membership(membership=scene.user_a.membership, actor=scene.steward)
+    user_a = type(scene.user_a).objects.get(pk=scene.user_a.pk)
+    assert list(group.user_set.all()) == []
+    assert user_a.is_active is False  # without a membership they would count as the operator's staff
+
+
+def test_sync_company_group_repairs_a_group_that_drifted(scene):
+    # A membership written behind the services' back (a raw import, say) is caught up by the next sync.
+    group = Group.objects.get(name=company_group_name(scene.cmo_a))
+    stray = make_user(username="stray", roles=["CMO user"])
+    CompanyMembership.objects.create(user=stray, company=scene.cmo_a)
+    assert stray not in group.user_set.all()
+    assert list(selectors.list_partnerships(user=stray)) == []
 
     scene.user_a.membership.delete()
     with CaptureQueriesContext(connection) as queries:
         sync_company_group(scene.cmo_a)
-    assert set(group.user_set.all()) == {newcomer}
+    assert set(group.user_set.all()) == {stray}
+    assert list(selectors.list_partnerships(user=stray)) == [scene.partnership]
     assert len(queries) <= 8
 
 
 def test_a_grant_reaches_no_one_outside_the_company(scene):
     # Even a grant to another company's group does not show a partnership between others.
-    grant_partner_object_permissions(company=scene.cmo_b, obj=scene.partnership)
+    grant_company_object_permissions(company=scene.cmo_b, obj=scene.partnership)
     assert list(selectors.list_partnerships(user=scene.user_b)) == []
 
-    revoke_partner_object_permissions(company=scene.cmo_a, obj=scene.partnership)
+    revoke_company_object_permissions(company=scene.cmo_a, obj=scene.partnership)
     assert list(selectors.list_partnerships(user=scene.user_a)) == []
     assert list(selectors.list_partnerships(user=scene.steward)) == [scene.partnership]
 

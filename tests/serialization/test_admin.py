@@ -294,7 +294,7 @@ def test_export_jobs_list_and_download_records_the_access(steward, tmp_path, set
     assert changelist.status_code == detail.status_code == download.status_code == 200
     assert "100%" in changelist.text
     assert "Download (50 serials)" in detail.text
-    assert len(b"".join(download.streaming_content).splitlines()) == 50
+    assert len(b"".join(download.streaming_content).splitlines()) == 3 + 50  # the stamp, then the serials
     assert AccessEvent.objects.get(kind="download").quantity == 50
 
 

@@ -350,19 +350,30 @@ def test_download_streams_csv_and_records_the_access(line):
     assert response["Content-Disposition"] == f'attachment; filename="allocation-{allocation.pk}-serial.csv"'
     body = b"".join(response.streaming_content)
     rows = list(csv.reader(io.StringIO(body.decode())))
-    assert rows[0] == ["serial"]
-    assert [r[0] for r in rows[1:]] == pool_permutation(pool).serials(0, 500)
+    event = AccessEvent.objects.get(kind="download")
+    assert [rows[0], rows[2]] == [  # the stamp: who, when, which download (serialization.services.exports.file_stamp)
+        [f"# requested_by: {line.api_token.user.username}"],
+        [f"# download_id: {event.details['download_id']}"],
+    ]
+    assert rows[1][0].startswith("# requested_at: 20") and rows[1][0].endswith("Z")
+    assert rows[3] == ["serial"]
+    assert [r[0] for r in rows[4:]] == pool_permutation(pool).serials(0, 500)
     assert response["X-Serial-Count"] == "500"
     assert response["Content-Length"] == str(len(body))
     sha256 = hashlib.sha256(body).hexdigest()
     assert response["X-Content-SHA256"] == sha256
-    event = AccessEvent.objects.get(kind="download")
     assert (event.username, event.target, event.quantity) == (
         line.api_token.user.username,
         f"allocation {allocation.pk}",
         500,
     )
-    assert event.details == {"format": "csv", "notation": "serial", "sha256": sha256, "pool": pool.pk}
+    assert event.details == {
+        "format": "csv",
+        "notation": "serial",
+        "sha256": sha256,
+        "pool": pool.pk,
+        "download_id": event.details["download_id"],
+    }
 
 
 def test_download_digital_links_as_json(line):
@@ -384,7 +395,8 @@ def test_download_never_includes_extra_parameters(line):
 
     response = line.get(f"/api/v1/allocations/{allocation.pk}/serials/?format=txt")
 
-    assert b"".join(response.streaming_content) == b"S1\nS2\n"
+    lines = b"".join(response.streaming_content).splitlines()
+    assert [row for row in lines if not row.startswith(b"# ")] == [b"S1", b"S2"]  # after the stamp
     assert response["Content-Type"] == "text/plain; charset=utf-8"
 
 
@@ -450,7 +462,7 @@ def test_export_job_runs_and_its_file_downloads(line, django_capture_on_commit_c
 
     assert download.status_code == 200
     data = b"".join(download.streaming_content)
-    assert data.decode().splitlines() == pool_permutation(pool).serials(0, 1_000)
+    assert data.decode().splitlines()[3:] == pool_permutation(pool).serials(0, 1_000)  # after the 3-line stamp
     assert hashlib.sha256(data).hexdigest() == status["sha256"] == download["X-Content-SHA256"]
     event = AccessEvent.objects.get(kind="download")
     assert (event.quantity, event.details["export_job"], event.details["sha256"]) == (1_000, job_id, status["sha256"])

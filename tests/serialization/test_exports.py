@@ -308,7 +308,13 @@ def test_streamed_download_records_the_access_before_sending(rf):
         100,
     )
     body = b"".join(download.chunks)
-    assert event.details == {"format": "csv", "notation": "serial", "sha256": download.sha256, "pool": pool.pk}
+    assert event.details == {
+        "format": "csv",
+        "notation": "serial",
+        "sha256": download.sha256,
+        "pool": pool.pk,
+        "download_id": event.details["download_id"],
+    }
     assert hashlib.sha256(body).hexdigest() == download.sha256
     assert len(body) == download.size
     assert event.user_agent == "line-7"
@@ -344,9 +350,14 @@ def test_export_job_writes_the_file_with_progress_and_checksum(django_capture_on
         data = handle.read()
     assert hashlib.sha256(data).hexdigest() == job.sha256
     lines = data.decode().splitlines()
-    assert lines[0] == "element_string"
-    assert lines[1] == f"(01){pool.product_code}(21){pool_permutation(pool).serial_at(0)}"
-    assert len(lines) == 300_001
+    assert lines[:3] == [  # the stamp: who asked, when, which export
+        f"# requested_by: {user.username}",
+        f"# requested_at: {job.created_at:%Y-%m-%dT%H:%M:%SZ}",
+        f"# export_id: {job.pk}",
+    ]
+    assert lines[3] == "element_string"
+    assert lines[4] == f"(01){pool.product_code}(21){pool_permutation(pool).serial_at(0)}"
+    assert len(lines) == 300_004
     assert job.finished_at is not None
     export_event = AccessEvent.objects.get(kind="export")
     assert (export_event.user, export_event.quantity) == (user, 300_000)

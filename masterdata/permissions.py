@@ -1,0 +1,83 @@
+"""Company groups and the object permissions granted to them (django-guardian).
+
+Each company has one group, ``company:<pk>``, holding exactly the users with a CompanyMembership of that company
+(:func:`sync_company_group`, called by the membership services). What one company shares with another — an MAH's
+partnership, partner pools and assignments with a CMO, an MAH batch and order run on a CMO's line — is granted to
+the receiving company's group object by object (:func:`grant_company_object_permissions`), so every door (API,
+portal, admin) asks the same question through :func:`granted_pks`. The selectors intersect these grants with the
+company rule (``masterdata.selectors``): a grant never reaches a user outside the company.
+
+This lives in masterdata because companies and memberships do; ``serialization`` and ``partners`` both grant.
+"""
+
+from collections.abc import Iterable
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import models, transaction
+from django.db.models import QuerySet
+from guardian.shortcuts import assign_perm, get_objects_for_user, remove_perm
+
+from masterdata.models import Company, CompanyMembership
+
+COMPANY_GROUP_PREFIX = "company:"
+
+
+def company_group_name(company: Company) -> str:
+    return f"{COMPANY_GROUP_PREFIX}{company.pk}"
+
+
+def sync_company_group(company: Company) -> Group:
+    """The company's group, created if needed, with exactly the company's members (CompanyMembership users) in it.
+
+    Idempotent; three queries whatever the number of members. The membership services call it on every change."""
+    with transaction.atomic():
+        group, _ = Group.objects.get_or_create(name=company_group_name(company))
+        through = get_user_model().groups.through
+        members = set(CompanyMembership.objects.filter(company=company).values_list("user_id", flat=True))
+        in_group = set(through.objects.filter(group=group).values_list("user_id", flat=True))
+        if in_group - members:
+            through.objects.filter(group=group, user_id__in=in_group - members).delete()
+        if members - in_group:
+            through.objects.bulk_create(
+                [through(group_id=group.pk, user_id=user_id) for user_id in sorted(members - in_group)],
+                ignore_conflicts=True,
+            )
+    return group
+
+
+def _codenames(obj: models.Model, actions: Iterable[str]) -> list[str]:
+    opts = obj._meta
+    return [f"{opts.app_label}.{action}_{opts.model_name}" for action in actions]
+
+
+def grant_company_object_permissions(
+    *, company: Company, obj: models.Model, actions: Iterable[str] = ("view",)
+) -> Group:
+    """Let the members of ``company`` (through its group) do ``actions`` on ``obj`` — by default see it.
+
+    Idempotent (guardian keeps one row per group, permission and object)."""
+    group = sync_company_group(company)
+    for perm in _codenames(obj, actions):
+        assign_perm(perm, group, obj)
+    return group
+
+
+def revoke_company_object_permissions(
+    *, company: Company, obj: models.Model, actions: Iterable[str] = ("view",)
+) -> None:
+    """Take back what :func:`grant_company_object_permissions` gave (the group itself stays)."""
+    group = Group.objects.filter(name=company_group_name(company)).first()
+    if group is None:
+        return
+    for perm in _codenames(obj, actions):
+        remove_perm(perm, group, obj)
+
+
+def granted_pks(model: type[models.Model], *, user, action: str = "view") -> QuerySet:
+    """A ``pk`` subquery of the ``model`` rows on which ``user`` holds the object permission ``action`` through a
+    group (a company grant). Model-level permissions never widen it and superusers get no shortcut: the caller's
+    company rule decides for its own objects."""
+    opts = model._meta
+    perm = f"{opts.app_label}.{action}_{opts.model_name}"
+    return get_objects_for_user(user, perm, klass=model, accept_global_perms=False, with_superuser=False).values("pk")
