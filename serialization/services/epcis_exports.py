@@ -31,6 +31,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from audit import pilferage
 from audit import services as audit_services
 from audit.exceptions import DomainError, NotFound
 from masterdata.selectors import apply_filters, get_visible, scope_to_company
@@ -263,21 +264,22 @@ def open_epcis_download(*, job: EpcisExportJob, user, request=None) -> EpcisDown
             + (f": {job.error}" if job.error else "; poll its status and download it when it is done."),
             details={"status": job.status, "written": job.written, "total": job.total},
         )
+    # A document names every serial of its scope: its EPCs count against the hourly serial limit (audit.pilferage),
+    # like any other serial list handed out.
+    with pilferage.serial_handout(user=user, request=request, counted=job.written) as handout:
+        handout.record(
+            kind="download",
+            target=f"EPCIS export {job.pk} ({job_scope(job).label})",
+            quantity=job.written,
+            details={
+                "version": job.version,
+                "syntax": job.syntax,
+                "events": job.events,
+                "sha256": job.sha256,
+                "epcis_export": job.pk,
+            },
+        )
     handle = default_storage.open(job.file.name, "rb")
-    audit_services.record_access(
-        kind="download",
-        user=user,
-        request=request,
-        target=f"EPCIS export {job.pk} ({job_scope(job).label})",
-        quantity=job.written,
-        details={
-            "version": job.version,
-            "syntax": job.syntax,
-            "events": job.events,
-            "sha256": job.sha256,
-            "epcis_export": job.pk,
-        },
-    )
     return EpcisDownload(
         filename=job.file.name.rsplit("/", 1)[-1],
         content_type=CONTENT_TYPES[job.syntax],
@@ -324,14 +326,13 @@ def build_epcis_document(*, scope: EpcisScope, version: str, syntax: str, user, 
     events = write_epcis_document(buffer, scope=scope, version=version, syntax=syntax, source=source, progress=progress)
     content = buffer.getvalue()
     sha256 = hashlib.sha256(content).hexdigest()
-    audit_services.record_access(
-        kind="download",
-        user=user,
-        request=request,
-        target=f"EPCIS {scope.label}",
-        quantity=written,
-        details={"version": version, "syntax": syntax, "events": events, "sha256": sha256},
-    )
+    with pilferage.serial_handout(user=user, request=request, counted=written) as handout:
+        handout.record(
+            kind="download",
+            target=f"EPCIS {scope.label}",
+            quantity=written,
+            details={"version": version, "syntax": syntax, "events": events, "sha256": sha256},
+        )
     return EpcisDocument(
         content=content,
         filename=document_filename(scope, version=version, syntax=syntax),

@@ -12,7 +12,7 @@ import pytest
 from django.urls import reverse
 from lxml import etree
 
-from audit.models import AccessEvent
+from audit.models import AccessEvent, ExportBlock
 from masterdata import gs1
 from masterdata.permissions import grant_company_object_permissions
 from serialization import cbv
@@ -794,3 +794,25 @@ def test_each_decommissioning_reason_is_its_own_event_as_cbv_maps_it(version, sy
         for reason, step in sorted(cbv.DECOMMISSION.items())
     ]
     assert steps(summarise(content, version, syntax))[1:] == expected
+
+
+def test_epcis_documents_count_against_the_hourly_serial_limit(
+    production, steward, settings, django_capture_on_commit_callbacks
+):
+    # A document names every serial of its scope: taking it out is a serial hand-out like a CSV list.
+    p = production
+    settings.SERIAL_EXPORT_LIMIT_PER_HOUR = 100
+    first = steward.get(f"/api/v1/batches/{p.batch.pk}/epcis/")
+    assert first.status_code == 200
+    assert AccessEvent.objects.get(kind="download", target=f"EPCIS batch {p.batch.pk}").counted_serials == 60
+
+    with django_capture_on_commit_callbacks(execute=True):
+        job = steward.post(f"/api/v1/batches/{p.batch.pk}/epcis-exports/", {"version": "2.0", "syntax": "json"})
+    refused = steward.get(f"/api/v1/epcis-exports/{job.json()['id']}/download/")
+
+    assert refused.status_code == 403
+    assert "blocked" in refused.json()["error"]["message"]
+    assert (
+        ExportBlock.objects.filter(user__username=steward.api_token.user.username, lifted_at__isnull=True).count() == 1
+    )
+    assert AccessEvent.objects.filter(kind="download").count() == 1  # the refused download handed nothing out
