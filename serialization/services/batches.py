@@ -69,11 +69,12 @@ class OrderClosed(Conflict):
 # --- shared checks ------------------------------------------------------------------------------------------------
 
 
-def clean_reason(reason: str | None, *, required: bool, what: str) -> str:
-    """The stripped reason; refused when required and empty, or longer than the history row keeps."""
+def clean_reason(reason: str | None, *, required: bool, what: str, kept_in: str = "the batch history") -> str:
+    """The stripped reason; refused when required and empty, or longer than the history row keeps (every
+    simple-history model keeps the same length)."""
     reason = (reason or "").strip()
     if required and not reason:
-        raise ReasonRequired(f"Give a reason for {what}; it is kept in the batch history.", field="reason")
+        raise ReasonRequired(f"Give a reason for {what}; it is kept in {kept_in}.", field="reason")
     if len(reason) > REASON_MAX:
         raise DomainError(
             f"The reason has {len(reason)} characters; keep it to {REASON_MAX} (the history keeps that many).",

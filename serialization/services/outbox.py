@@ -35,6 +35,7 @@ from serialization import transports
 from serialization.models import Batch, LineReport
 from serialization.outbox_models import Endpoint, Submission
 from serialization.reports import BuiltReport, Problem, ReportRefused, build_report, check_report, report_module
+from serialization.services.batches import REASON_MAX, clean_reason
 
 logger = logging.getLogger(__name__)
 
@@ -42,30 +43,13 @@ Status = Submission.Status
 # An attempt still "sending" this long after its endpoint's timeout was abandoned by its worker.
 ABANDONED_AFTER = timedelta(minutes=10)
 DUE_BATCH = 500
-REASON_MAX = Submission.history.model._meta.get_field("history_change_reason").max_length
-
-
-class ReasonRequired(DomainError):
-    code = "reason_required"
+HISTORY = "the submission's history"
 
 
 def retry_delay(attempts: int) -> timedelta:
     """How long to wait after the ``attempts``-th failed attempt: exponential, capped."""
     seconds = settings.OUTBOX_RETRY_BASE_SECONDS * 2 ** max(attempts - 1, 0)
     return timedelta(seconds=min(seconds, settings.OUTBOX_RETRY_MAX_SECONDS))
-
-
-def clean_reason(reason: str | None, *, what: str) -> str:
-    """A steward's reason for changing a submission, short enough for the history row that keeps it."""
-    reason = " ".join((reason or "").split())
-    if not reason:
-        raise ReasonRequired(f"Give a reason for {what}; it is kept in the submission's history.", field="reason")
-    if len(reason) > REASON_MAX:
-        raise DomainError(
-            f"The reason has {len(reason)} characters; keep it to {REASON_MAX} (the history keeps that many).",
-            field="reason",
-        )
-    return reason
 
 
 def _save(submission: Submission, *, reason: str, actor=None, fields: list[str] | None = None) -> None:
@@ -356,7 +340,7 @@ def resubmit_submission(
     """Send a rejected, dead or failed submission again, with ``reason`` in its history: the stored document as it
     is, or (``rebuild``) a new one built and validated from the current master data — the usual fix after a
     rejection. The attempt count starts again."""
-    reason = clean_reason(reason, what="resubmitting")
+    reason = clean_reason(reason, required=True, what="resubmitting", kept_in=HISTORY)
     built = name = None
     if rebuild:
         _refuse_foreign_batch(submission.batch, actor)
@@ -410,7 +394,7 @@ def resubmit_submission(
 
 def change_submission_endpoint(*, submission: Submission, endpoint: Endpoint, actor, reason: str) -> Submission:
     """Route a submission that is not accepted to another endpoint of its market, with ``reason`` in its history."""
-    reason = clean_reason(reason, what="changing the endpoint")
+    reason = clean_reason(reason, required=True, what="changing the endpoint", kept_in=HISTORY)
     with transaction.atomic():
         locked = Submission.objects.select_for_update().get(pk=submission.pk)
         if endpoint.market_id != locked.market_id:

@@ -23,6 +23,7 @@ from masterdata.models import ProductNationalCode
 from serialization.outbox_models import Endpoint, Submission
 from serialization.reports import ReportRefused
 from serialization.services import outbox
+from serialization.services.batches import ReasonRequired
 from tests.factories import get_market, make_company, make_membership, make_user
 from tests.serialization.test_market_reports import Scene, de_market
 
@@ -354,7 +355,7 @@ def test_a_steward_resubmits_a_dead_submission_with_a_reason(receiver, token, dj
     )
     assert submission.status == "dead"
 
-    with pytest.raises(outbox.ReasonRequired, match="Give a reason for resubmitting"):
+    with pytest.raises(ReasonRequired, match="Give a reason for resubmitting"):
         outbox.resubmit_submission(submission=submission, actor=scene.actor, reason="  ")
     with django_capture_on_commit_callbacks(execute=True):
         outbox.resubmit_submission(submission=submission, actor=scene.actor, reason="hub back after maintenance")
