@@ -321,8 +321,12 @@ class Pack(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     # The foreign keys of Pack and PackEvent are checked per statement by triggers (migration 0010), not per row:
-    # a line report writes a million rows in one COPY. pool_id and order_id need no index of their own: the unique
-    # (pool, index) and the (order, status) indexes lead with them.
+    # a line report writes a million rows in one COPY. Every index is paid for on each of those rows, so Pack keeps
+    # only the B-trees its lookups need — the primary key, the unique (product code, serial) and the parent — and
+    # finds the packs of an order or a batch through BRIN indexes (migration 0016, plain indexes on SQLite): packs are
+    # written report by report, so an order's rows lie together and a block-range summary finds them at almost no
+    # cost per insert. (pool, index) needs no constraint of its own: a pool's serial at an index is fixed and a pool
+    # belongs to one product code (or SSCC prefix), so the unique (product code, serial) already refuses a repeat.
     pool = models.ForeignKey(
         SerialPool, on_delete=models.PROTECT, related_name="+", db_constraint=False, db_index=False
     )
@@ -331,7 +335,13 @@ class Pack(models.Model):
     serial = models.CharField(max_length=20, help_text="The serial, or the 18-digit SSCC of a container")
     level = models.PositiveSmallIntegerField(default=0, help_text="0 unit, 1 bundle, 2 case, 3 pallet")
     batch = models.ForeignKey(
-        "Batch", on_delete=models.PROTECT, null=True, blank=True, related_name="packs", db_constraint=False
+        "Batch",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="packs",
+        db_constraint=False,
+        db_index=False,
     )
     order = models.ForeignKey(
         "PackagingOrder",
@@ -354,10 +364,8 @@ class Pack(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["product_code", "serial"], name="pack_unique_product_code_serial"),
-            models.UniqueConstraint(fields=["pool", "index"], name="pack_unique_pool_index"),
             models.CheckConstraint(name="pack_not_its_own_parent", condition=~Q(parent=F("id"))),
         ]
-        indexes = [models.Index(fields=["order", "status"], name="pack_order_status")]
 
     def __str__(self) -> str:
         return f"{self.product_code} {self.serial}".strip()
@@ -584,17 +592,24 @@ class PackEvent(models.Model):
         DECOMMISSIONED = "decommissioned", "Decommissioned"
 
     id = models.BigAutoField(primary_key=True)
+    # Indexes as on Pack (see there): the report's events through a BRIN index (migration 0016), the parent through a
+    # partial B-tree, since most events (commissioning, shipping) name none.
     pack = models.ForeignKey(Pack, on_delete=models.PROTECT, related_name="events", db_index=False, db_constraint=False)
-    report = models.ForeignKey(LineReport, on_delete=models.PROTECT, related_name="+", db_constraint=False)
+    report = models.ForeignKey(
+        LineReport, on_delete=models.PROTECT, related_name="+", db_constraint=False, db_index=False
+    )
     action = models.CharField(max_length=16, choices=Action.choices)
     parent = models.ForeignKey(
-        Pack, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_constraint=False
+        Pack, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_constraint=False, db_index=False
     )
     reason = models.CharField(max_length=20, blank=True)
     occurred_at = models.DateTimeField()
 
     class Meta:
-        indexes = [models.Index(fields=["pack", "occurred_at"], name="pack_event_pack_time")]
+        indexes = [
+            models.Index(fields=["pack", "occurred_at"], name="pack_event_pack_time"),
+            models.Index(fields=["parent"], name="pack_event_parent", condition=Q(parent__isnull=False)),
+        ]
 
     def __str__(self) -> str:
         return f"{self.action} {self.pack_id}"
