@@ -7,9 +7,10 @@ Production report files (the upload on an order's page) come in one of two shape
   order's number (or id) and must be the order whose page it is uploaded on. Problems are reported by the 1-based
   position of the entry in ``lines``.
 * **CSV** — commissioning of units, one per row: ``product_code,serial``, or ``serial`` alone (the order's product
-  code is used); a first row naming the columns is skipped, blank rows too. The report id is the one the form
-  carries (a new one per form shown, so sending the same form twice applies the report once). Problems are
-  reported by the line number in the file.
+  code is used), or ``product_code,serial,parent_sscc`` for a unit commissioned straight into a case (commissioned
+  before, e.g. by a JSON report); a first row naming the columns is skipped, blank rows too. The report id is the
+  one the form carries (a new one per form shown, so sending the same form twice applies the report once).
+  Problems are reported by the line number in the file.
 """
 
 import csv
@@ -226,11 +227,16 @@ class ReportUploadForm(forms.Form):
                 continue  # the header row
             if len(cells) == 1:
                 lines.append({"product_code": product_code, "serial": cells[0]})
-            elif len(cells) == 2:
+            elif len(cells) == 2 or (len(cells) == 3 and not cells[2]):
                 lines.append({"product_code": cells[0], "serial": cells[1]})
+            elif len(cells) == 3:
+                lines.append({"product_code": cells[0], "serial": cells[1], "parent_sscc": cells[2]})
             else:
                 raise ValidationError(
-                    {"file": f"Line {line_num} has {len(cells)} columns; give product_code,serial or serial."}
+                    {
+                        "file": f"Line {line_num} has {len(cells)} columns; give product_code,serial (and the SSCC "
+                        "of the case it went into, if any) or serial."
+                    }
                 )
             numbers.append(line_num)
         if not lines:

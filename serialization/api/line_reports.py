@@ -100,13 +100,22 @@ def _line(title: str, properties: dict, required: list[str]) -> dict:
     }
 
 
+_INTO = {
+    "parent_sscc": {
+        **_CONTAINER["properties"]["sscc"],
+        "description": "The container it is commissioned straight into: commissioned on another line of this report "
+        "or before",
+    }
+}
+
 LINE_SCHEMAS = [
-    _line("commissioning: a unit", _UNIT["properties"], ["product_code", "serial"]),
+    _line("commissioning: a unit", {**_UNIT["properties"], **_INTO}, ["product_code", "serial"]),
     _line(
         "commissioning: a container",
         {
             **_CONTAINER["properties"],
             "level": {"type": "integer", "enum": [1, 2, 3], "description": "1 bundle, 2 case, 3 pallet"},
+            **_INTO,
         },
         ["sscc", "level"],
     ),
@@ -126,7 +135,9 @@ _LINES_DESCRIPTION = (
     "The report's lines (1 to {max:,}), one object each; its shape depends on `kind`:\n\n"
     "* `commissioning`: `{{product_code, serial}}` for a unit of the order's product, `{{sscc, level}}` for a "
     "container (level 1 bundle, 2 case, 3 pallet). The serial must be allocated to the order and not commissioned "
-    "before.\n"
+    "before. Either may add `parent_sscc`: the pack is commissioned straight into that container (commissioned on "
+    "another line of the report or before, of a higher level, with room for it), so one report can carry units "
+    "into cases onto pallets.\n"
     "* `decommissioning`: a unit or container plus `reason` ({reasons}). A unit leaves its container; a container "
     "must be empty, or emptied by the same report.\n"
     "* `aggregation`: `{{parent_sscc, children: [unit | {{sscc}}, …]}}`. Children are commissioned, in no other "

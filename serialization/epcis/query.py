@@ -65,10 +65,11 @@ KNOWN_PARAMETERS = frozenset((*LIST_PARAMETERS, *TIME_PARAMETERS, *PAGE_PARAMETE
 _PAGE_SIGNING_NAMESPACE = "serialization.epcis.query.next-page"  # signing salt: not a secret
 
 # Which report kinds can produce an event of each type, action, bizStep and disposition (a decommissioning report
-# also unpacks the units it takes out of their cases: an AggregationEvent DELETE ``unpacking``).
+# also unpacks the units it takes out of their cases: an AggregationEvent DELETE ``unpacking``; a commissioning
+# report that names parents also packs: an AggregationEvent ADD ``packing``).
 _KINDS_BY_TYPE = {
     OBJECT_EVENT: {Kind.COMMISSIONING, Kind.SHIPPING, Kind.DECOMMISSIONING},
-    AGGREGATION_EVENT: {Kind.AGGREGATION, Kind.UNPACKING, Kind.DECOMMISSIONING},
+    AGGREGATION_EVENT: {Kind.AGGREGATION, Kind.UNPACKING, Kind.DECOMMISSIONING, Kind.COMMISSIONING},
 }
 _KINDS_BY_ACTION = {
     "ADD": {Kind.COMMISSIONING, Kind.AGGREGATION},
@@ -77,14 +78,14 @@ _KINDS_BY_ACTION = {
 }
 _KINDS_BY_STEP = {
     cbv.COMMISSIONED.biz_step: {Kind.COMMISSIONING},
-    cbv.PACKED.biz_step: {Kind.AGGREGATION},
+    cbv.PACKED.biz_step: {Kind.AGGREGATION, Kind.COMMISSIONING},
     cbv.UNPACKED.biz_step: {Kind.UNPACKING, Kind.DECOMMISSIONING},
     cbv.SHIPPED.biz_step: {Kind.SHIPPING},
     **{step.biz_step: {Kind.DECOMMISSIONING} for step in cbv.DECOMMISSION.values()},
 }
 _KINDS_BY_DISPOSITION: dict[str, set[str]] = {
     cbv.COMMISSIONED.disposition: {Kind.COMMISSIONING},
-    cbv.PACKED.disposition: {Kind.AGGREGATION},
+    cbv.PACKED.disposition: {Kind.AGGREGATION, Kind.COMMISSIONING},
     cbv.SHIPPED.disposition: {Kind.SHIPPING},
 }
 for _step in cbv.DECOMMISSION.values():

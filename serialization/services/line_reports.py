@@ -14,7 +14,8 @@ for a container):
 
 ==================  ============================================================================================
 commissioning       ``{"product_code", "serial"}`` (a unit of the order's product) or ``{"sscc", "level"}``
-                    (a container, level 1 bundle, 2 case, 3 pallet)
+                    (a container, level 1 bundle, 2 case, 3 pallet); either may add ``"parent_sscc"`` to be
+                    commissioned straight into that container
 decommissioning     a pack plus ``"reason"``: one of ``serialization.cbv.DECOMMISSION_REASONS``
 aggregation         ``{"parent_sscc", "children": [pack, …]}``
 unpacking           ``{"parent_sscc"}`` (everything in it) or ``{"parent_sscc", "children": [pack, …]}``
@@ -28,7 +29,11 @@ query per line:
 * commissioning: the serial lies in a pool of the order's product (a unit) or in an SSCC pool (a container) and in
   an allocation of this order (``Allocation.packaging_order``; allocations without one whose purpose is
   ``packaging_order`` and whose reference is the order number count too); it is commissioned once, across reports
-  and within this one;
+  and within this one. A ``parent_sscc`` names a container commissioned on another line of the report (in any
+  order) or before, not decommissioned or shipped, of a higher level, with room for the pack (its level's
+  ``PackagingLevel.quantity``). One report then carries what a line knows at the end of an order — units into
+  cases onto pallets — and is stored as a commissioning followed by an aggregation would be (a ``commissioned`` and
+  a ``packed`` event per pack), without rewriting a million pack rows to set their parents;
 * aggregation: parent and children are commissioned, not decommissioned, not shipped; a child has one parent at a
   time (already packed → unpack it first; twice in one report → refused); levels go upward (child level < parent
   level); a parent holds at most its level's ``PackagingLevel.quantity`` of the order's product; no cycles;
@@ -56,6 +61,7 @@ committed yet, the report is tried again (``MAX_ATTEMPTS``).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from collections import defaultdict
@@ -94,7 +100,7 @@ Kind = LineReport.Kind
 Status = Pack.Status
 Action = PackEvent.Action
 
-MAX_LINES = 1_000_000
+MAX_LINES = 2_000_000  # a million units with their cases and pallets, each on a line of its own
 MAX_ITEMS = 2_000_000  # lines + children of one report
 MAX_REPORTED_ERRORS = 1_000
 MAX_ATTEMPTS = 3
@@ -209,6 +215,8 @@ class _Parsed:
     s_level: list[int] = field(default_factory=list)
     s_reason: list[str] = field(default_factory=list)
     s_every_child: list[bool] = field(default_factory=list)
+    # commissioning: the SSCC of the container each pack is commissioned into (None: none); empty when no line names one
+    s_parent: list[str | None] = field(default_factory=list)
     s_ok: bytearray = field(default_factory=bytearray)
     c_line: list[int] = field(default_factory=list)
     c_code: list[str] = field(default_factory=list)
@@ -222,7 +230,7 @@ class _Parsed:
         return len(self.s_line) + len(self.c_line)
 
     def fingerprint_parts(self) -> list:
-        return [
+        parts = [
             self.s_line,
             self.s_code,
             self.s_serial,
@@ -235,6 +243,9 @@ class _Parsed:
             self.c_subject,
             [[line, _canonical(raw)] for line, raw in self.invalid],
         ]
+        if self.s_parent:  # only then, so reports stored before parents existed keep their fingerprints
+            parts.append(["" if parent is None else parent for parent in self.s_parent])
+        return parts
 
 
 def _canonical(raw: Any) -> str:
@@ -243,7 +254,8 @@ def _canonical(raw: Any) -> str:
 
 _PACK_SHAPE = '{"product_code", "serial"} for a unit or {"sscc"} for a container'
 _LINE_SHAPES = {
-    Kind.COMMISSIONING: '{"product_code", "serial"} for a unit or {"sscc", "level"} (level 1–3) for a container',
+    Kind.COMMISSIONING: '{"product_code", "serial"} for a unit or {"sscc", "level"} (level 1–3) for a container, '
+    'either with an optional "parent_sscc"',
     Kind.DECOMMISSIONING: '{"product_code", "serial", "reason"} for a unit or {"sscc", "reason"} for a container',
     Kind.AGGREGATION: '{"parent_sscc", "children": [...]} with each child ' + _PACK_SHAPE,
     Kind.UNPACKING: '{"parent_sscc"} (unpack everything) or {"parent_sscc", "children": [...]} with each child '
@@ -300,6 +312,27 @@ def _all_containers(lines: Sequence[Any]) -> tuple[list[str], list[str]] | None:
     return [""] * len(lines), [line["sscc"] for line in lines]
 
 
+def _all_units_into_containers(lines: Sequence[Any]) -> tuple[list[str], list[str], list[str]] | None:
+    """(codes, serials, parent SSCCs) when every line is a well-typed ``{"product_code", "serial", "parent_sscc"}``
+    — the units of a report that commissions them straight into their cases; else None."""
+    if not all(type(line) is dict and len(line) == 3 for line in lines):
+        return None
+    try:
+        codes = [line["product_code"] for line in lines]
+        serials = [line["serial"] for line in lines]
+        parents = [line["parent_sscc"] for line in lines]
+    except KeyError:
+        return None
+    if (
+        all(type(code) is str for code in codes)
+        and all(codes)
+        and all(type(serial) is str for serial in serials)
+        and all(type(parent) is str for parent in parents)
+    ):
+        return codes, serials, parents
+    return None
+
+
 def _parse_commissioning(lines: Sequence[Any], parsed: _Parsed) -> None:
     units = _all_units(lines)
     if units is not None:
@@ -307,28 +340,60 @@ def _parse_commissioning(lines: Sequence[Any], parsed: _Parsed) -> None:
         parsed.s_line = list(range(1, len(lines) + 1))
         parsed.s_level = [0] * len(lines)
         return
-    s_line, s_code, s_serial, s_level = parsed.s_line, parsed.s_code, parsed.s_serial, parsed.s_level
-    for n, line in enumerate(lines, 1):
-        # The unit shape first and inline: a million-line report is mostly units.
-        if type(line) is dict and len(line) == 2:
+    s_line, s_code, s_serial, s_level, s_parent = (
+        parsed.s_line,
+        parsed.s_code,
+        parsed.s_serial,
+        parsed.s_level,
+        parsed.s_parent,
+    )
+    # The units of a report that also names containers and parents come first: whole runs of unit lines at once.
+    start = 0
+    while start < len(lines):
+        end = start
+        while end < len(lines) and type(lines[end]) is dict and len(lines[end]) == 3 and "serial" in lines[end]:
+            end += 1
+        run = _all_units_into_containers(lines[start:end]) if end - start > 1 else None
+        if run is not None:
+            s_line.extend(range(start + 1, end + 1))
+            s_code.extend(run[0])
+            s_serial.extend(run[1])
+            s_level.extend([0] * (end - start))
+            s_parent.extend(run[2])
+            start = end
+            continue
+        end = max(end, start + 1)
+        for n in range(start + 1, end + 1):
+            _parse_commissioning_line(parsed, n, lines[n - 1])
+        start = end
+    if not any(parent is not None for parent in s_parent):
+        parsed.s_parent = []
+
+
+def _parse_commissioning_line(parsed: _Parsed, n: int, line: Any) -> None:
+    if type(line) is dict and len(line) in (2, 3):
+        parent = line.get("parent_sscc")
+        if (parent is None) == (len(line) == 2) and (parent is None or type(parent) is str):
             serial = line.get("serial")
             if serial is not None:
                 code = line.get("product_code")
                 if type(code) is str and code and type(serial) is str:
-                    s_line.append(n)
-                    s_code.append(code)
-                    s_serial.append(serial)
-                    s_level.append(0)
-                    continue
+                    parsed.s_line.append(n)
+                    parsed.s_code.append(code)
+                    parsed.s_serial.append(serial)
+                    parsed.s_level.append(0)
+                    parsed.s_parent.append(parent)
+                    return
             else:
                 sscc, level = line.get("sscc"), line.get("level")
                 if type(sscc) is str and type(level) is int:
-                    s_line.append(n)
-                    s_code.append("")
-                    s_serial.append(sscc)
-                    s_level.append(level)
-                    continue
-        _shape_problem(parsed, n, line)
+                    parsed.s_line.append(n)
+                    parsed.s_code.append("")
+                    parsed.s_serial.append(sscc)
+                    parsed.s_level.append(level)
+                    parsed.s_parent.append(parent)
+                    return
+    _shape_problem(parsed, n, line)
 
 
 def _parse_single_pack(lines: Sequence[Any], parsed: _Parsed, *, with_reason: bool) -> None:
@@ -398,7 +463,32 @@ def _parse(kind: str, lines: Sequence[Any]) -> _Parsed:
         _parse_with_children(lines, parsed, children_optional=kind == Kind.UNPACKING)
     parsed.s_ok = _check_formats(parsed, parsed.s_line, parsed.s_code, parsed.s_serial)
     parsed.c_ok = _check_formats(parsed, parsed.c_line, parsed.c_code, parsed.c_serial)
+    if parsed.s_parent:
+        _check_parent_formats(parsed)
     return parsed
+
+
+def _sscc_problem(sscc: str) -> str | None:
+    if not _SSCC.fullmatch(sscc):
+        return f"{sscc!r} is not an SSCC: an SSCC has exactly 18 digits."
+    if not gs1.is_valid_check_digit(sscc):
+        return f"SSCC {sscc} has a wrong check digit; check the number as scanned."
+    return None
+
+
+def _check_parent_formats(parsed: _Parsed) -> None:
+    """A problem on each line whose ``parent_sscc`` is no SSCC (each distinct parent is checked once)."""
+    bad = {}
+    for sscc in set(parsed.s_parent) - {None}:
+        problem = _sscc_problem(sscc)
+        if problem:
+            bad[sscc] = problem
+    if not bad:
+        return
+    for i, parent in enumerate(parsed.s_parent):
+        if parent in bad:
+            parsed.s_ok[i] = 0
+            parsed.problems.add(parsed.s_line[i], "invalid_sscc", parent, f"parent_sscc: {bad[parent]}")
 
 
 def _check_formats(parsed: _Parsed, lines: list[int], codes: list[str], serials: list[str]) -> bytearray:
@@ -438,15 +528,10 @@ def _check_formats(parsed: _Parsed, lines: list[int], codes: list[str], serials:
                     f"Product code {codes[i]!r} is not a GTIN/NTIN/PPN (up to 14 letters and digits).",
                 )
     for i in containers:
-        sscc = serials[i]
-        problem = None
-        if not _SSCC.fullmatch(sscc):
-            problem = f"{sscc!r} is not an SSCC: an SSCC has exactly 18 digits."
-        elif not gs1.is_valid_check_digit(sscc):
-            problem = f"SSCC {sscc} has a wrong check digit; check the number as scanned."
+        problem = _sscc_problem(serials[i])
         if problem:
             ok[i] = 0
-            parsed.problems.add(lines[i], "invalid_sscc", sscc, problem)
+            parsed.problems.add(lines[i], "invalid_sscc", serials[i], problem)
     return ok
 
 
@@ -709,6 +794,27 @@ class _Context:
     # commissioning: what validation found, for the write
     pools: np.ndarray | None = None
     indices: np.ndarray | None = None
+    parents: _Parents | None = None
+
+
+@dataclass
+class _Parents:
+    """The containers a commissioning report packs into (commissioning lines with ``parent_sscc``): ``slot[i]`` is
+    line i's parent (-1: none); per slot, the parent's position in the report (-1: commissioned before) and the id
+    of an existing parent (-1: in the report)."""
+
+    slot: np.ndarray
+    position: np.ndarray
+    existing_id: np.ndarray
+    existing: dict[int, _PackRow]
+
+    def ids(self, pack_ids: np.ndarray) -> np.ndarray:
+        """Each line's parent id (-1: none), given the ids reserved for the report's lines."""
+        out = np.full(self.slot.shape[0], -1, dtype=np.int64)
+        has = self.slot >= 0
+        position = self.position[self.slot[has]]
+        out[has] = np.where(position >= 0, pack_ids[np.maximum(position, 0)], self.existing_id[self.slot[has]])
+        return out
 
 
 def _order_ranges(order: PackagingOrder) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -847,6 +953,9 @@ def _validate_commissioning(ctx: _Context, cursor, *, after_clash: bool = False)
             "serials allocated to this order.",
         )
 
+    if parsed.s_parent:
+        ctx.parents = _check_parents(ctx, cursor, ok, is_unit)
+
     # A clean report relies on the unique constraint (its COPY fails on a clash); a report being rejected anyway,
     # or one that just lost that race, lists the serials commissioned already too.
     parsed.s_ok = bytearray(ok.astype(np.uint8).tobytes())  # lines with a problem already are not looked up
@@ -854,6 +963,122 @@ def _validate_commissioning(ctx: _Context, cursor, *, after_clash: bool = False)
         _check_not_commissioned(ctx, cursor, problems)
     ctx.pools, ctx.indices = pools, indices
     return problems
+
+
+def _check_parents(ctx: _Context, cursor, ok: np.ndarray, is_unit: np.ndarray) -> _Parents:
+    """Commissioning straight into containers: each ``parent_sscc`` names a container commissioned on a line of this
+    report (in any order) or before, not decommissioned or shipped, of a higher level than the pack, with room for
+    it (its level's PackagingLevel quantity). Levels strictly upward also rule out cycles. Per distinct parent in
+    Python (a report names thousands), per line in numpy (it names a million)."""
+    parsed, problems = ctx.parsed, ctx.parsed.problems
+    lines, serials, levels, parents = parsed.s_line, parsed.s_serial, parsed.s_level, parsed.s_parent
+    n = len(lines)
+    in_report: dict[str, int] = {}
+    for i in np.flatnonzero(~is_unit).tolist():
+        in_report.setdefault(serials[i], i)
+    named = sorted(set(parents) - {None})
+    slot_of = {sscc: k for k, sscc in enumerate(named)}
+    slot = np.fromiter(map(slot_of.get, parents, itertools.repeat(-1)), dtype=np.int64, count=n)
+    existing = _packs_by_keys(cursor, [("", sscc) for sscc in named if sscc not in in_report])
+    size = len(named)
+    level = np.full(size, -1, dtype=np.int64)
+    position = np.full(size, -1, dtype=np.int64)
+    existing_id = np.full(size, -1, dtype=np.int64)
+    usable = np.zeros(size, dtype=bool)
+    refusal: dict[int, tuple[str, str]] = {}
+    for k, sscc in enumerate(named):
+        at = in_report.get(sscc)
+        if at is not None:
+            # A parent whose own line has a problem rejects the report already; its children are not checked.
+            position[k], level[k], usable[k] = at, levels[at], bool(ok[at])
+            continue
+        pack = existing.get(("", sscc))
+        if pack is None:
+            refusal[k] = (
+                "not_commissioned",
+                f"SSCC {sscc} is not commissioned; commission it on a line of this report or before.",
+            )
+        elif pack.status == Status.DECOMMISSIONED:
+            refusal[k] = ("decommissioned", f"SSCC {sscc} is decommissioned ({pack.reason}) and cannot hold packs.")
+        elif pack.status == Status.SHIPPED:
+            refusal[k] = ("shipped", f"SSCC {sscc} is shipped already and cannot hold packs.")
+        else:
+            level[k], existing_id[k], usable[k] = pack.level, pack.id, True
+
+    rows = np.flatnonzero(ok & (slot >= 0))
+    refused = np.zeros(size, dtype=bool)
+    refused[list(refusal)] = True
+    for i in rows[refused[slot[rows]]].tolist():
+        ok[i] = False
+        code, problem = refusal[int(slot[i])]
+        problems.add(lines[i], code, parents[i], problem)
+    child_level = np.asarray(levels, dtype=np.int64)
+    rows = rows[usable[slot[rows]]]
+    for i in rows[child_level[rows] >= level[slot[rows]]].tolist():
+        ok[i] = False
+        if not is_unit[i] and serials[i] == parents[i]:
+            problems.add(lines[i], "cycle", serials[i], f"SSCC {serials[i]} cannot contain itself.")
+            continue
+        parent_level = int(level[slot[i]])
+        problems.add(
+            lines[i],
+            "level_order",
+            serials[i],
+            f"{_sentence_name(parsed.s_code[i], serials[i])} is a {_level_name(levels[i])} and cannot go into SSCC "
+            f"{parents[i]}, a {_level_name(parent_level)}: levels go upward (unit → bundle/case → pallet).",
+        )
+    _check_room(ctx, cursor, ok, slot, level, existing_id, named)
+    return _Parents(
+        slot=slot,
+        position=position,
+        existing_id=existing_id,
+        existing={pack.id: pack for pack in existing.values()},
+    )
+
+
+def _check_room(
+    ctx: _Context,
+    cursor,
+    ok: np.ndarray,
+    slot: np.ndarray,
+    level: np.ndarray,
+    existing_id: np.ndarray,
+    named: list[str],
+) -> None:
+    """What each parent holds already plus the packs this report commissions into it, against its level's
+    PackagingLevel quantity; the problem goes on the line where the count goes over."""
+    limits = dict(PackagingLevel.objects.filter(product=ctx.product).values_list("level", "quantity"))
+    limit = np.array([limits.get(int(value)) or -1 for value in level.tolist()], dtype=np.int64)
+    if not (limit >= 0).any():
+        return
+    held = np.zeros(len(named), dtype=np.int64)
+    limited_existing = {int(existing_id[k]): k for k in np.flatnonzero((limit >= 0) & (existing_id >= 0)).tolist()}
+    ids = sorted(limited_existing)
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start : start + _IN_CHUNK]
+        marks = ", ".join(["%s"] * len(chunk))
+        cursor.execute(
+            f"SELECT parent_id, count(*) FROM {_PACK} WHERE parent_id IN ({marks}) GROUP BY parent_id",  # noqa: S608
+            chunk,
+        )
+        for parent_id, count in cursor.fetchall():
+            held[limited_existing[parent_id]] = count
+    rows = np.flatnonzero(ok & (slot >= 0))
+    added = np.bincount(slot[rows], minlength=len(named))
+    over = np.flatnonzero((limit >= 0) & (held + added > limit))
+    parsed = ctx.parsed
+    for k in over.tolist():
+        children = rows[slot[rows] == k]
+        i = int(children[max(0, limit[k] - held[k])])
+        ok[i] = False
+        parent_level = _level_name(int(level[k]))
+        parsed.problems.add(
+            parsed.s_line[i],
+            "too_many_children",
+            named[k],
+            f"SSCC {named[k]} ({parent_level}) would hold {held[k] + added[k]} packs; "
+            f"{ctx.product.product_code} packs at most {limit[k]} per {parent_level}.",
+        )
 
 
 def _resolve_units(ctx: _Context, cursor, rows: np.ndarray, pools: np.ndarray, indices: np.ndarray) -> None:
@@ -942,19 +1167,30 @@ def _check_not_commissioned(ctx: _Context, cursor, problems: _Problems) -> None:
 
 
 def _write_commissioning(ctx: _Context, cursor, report: LineReport) -> None:
+    """Packs and their ``commissioned`` events; a pack commissioned into a container is written packed, with its
+    parent, and gets a ``packed`` event after the ``commissioned`` one — the same rows as a commissioning followed
+    by an aggregation, without rewriting every pack."""
     parsed = ctx.parsed
     n = len(parsed.s_line)
     order = ctx.order
+    if ctx.parents is not None:
+        # Containers filled by this report, and everything above them, locked top down as an aggregation does.
+        known = _with_ancestors(cursor, ctx.parents.existing)
+        _lock_packs(cursor, [(p.id, p.level) for p in known.values()], statuses=(Status.COMMISSIONED, Status.PACKED))
     ids = _reserve_pack_ids(cursor, n)
     levels = np.array(parsed.s_level, dtype=np.int16)
+    parent_ids = ctx.parents.ids(ids) if ctx.parents is not None else np.full(n, -1, dtype=np.int64)
+    packed = np.flatnonzero(parent_ids >= 0)
     if _postgres():
-        _copy_packs(cursor, ctx, ids, levels)
+        _copy_packs(cursor, ctx, ids, levels, parent_ids)
         _copy_events(cursor, ids, report.pk, Action.COMMISSIONED, ctx.occurred_at)
+        if packed.size:
+            _copy_events(cursor, ids[packed], report.pk, Action.PACKED, ctx.occurred_at, parents=parent_ids[packed])
     else:
         cursor.executemany(
             f"INSERT INTO {_PACK} (id, pool_id, {connection.ops.quote_name('index')}, product_code, serial, level, "  # noqa: S608
             "batch_id, order_id, parent_id, status, reason, eu_state, commissioned_at, updated_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, NULL, %s, '', %s, %s, %s)",
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, '', %s, %s, %s)",
             [
                 (
                     int(ids[i]),
@@ -965,21 +1201,26 @@ def _write_commissioning(ctx: _Context, cursor, report: LineReport) -> None:
                     parsed.s_level[i],
                     order.batch_id,
                     order.pk,
-                    Status.COMMISSIONED,
+                    parent if parent >= 0 else None,
+                    Status.PACKED if parent >= 0 else Status.COMMISSIONED,
                     cbv.COMMISSIONED.eu_state,
                     ctx.occurred_at,
                     ctx.now,
                 )
-                for i in range(n)
+                for i, parent in enumerate(parent_ids.tolist())
             ],
         )
+        events = [(pack_id, Action.COMMISSIONED, None) for pack_id in ids.tolist()]
+        events += [(int(ids[i]), Action.PACKED, int(parent_ids[i])) for i in packed.tolist()]
         cursor.executemany(
             f"INSERT INTO {_EVENT} (pack_id, report_id, action, reason, occurred_at, parent_id) "  # noqa: S608
-            "VALUES (%s, %s, %s, '', %s, NULL)",
-            [(int(pack_id), report.pk, Action.COMMISSIONED, ctx.occurred_at) for pack_id in ids.tolist()],
+            "VALUES (%s, %s, %s, '', %s, %s)",
+            [(pack_id, report.pk, action, ctx.occurred_at, parent) for pack_id, action, parent in events],
         )
     units = int((levels == 0).sum())
     ctx.counts.update({"units": units, "containers": n - units})
+    if ctx.parents is not None:
+        ctx.counts["packed"] = int(packed.size)
 
 
 def _reserve_pack_ids(cursor, n: int) -> np.ndarray:
@@ -1020,11 +1261,14 @@ def _pg_time(value: datetime) -> int:
 
 
 def _binary_rows(columns: Sequence[tuple[str, Any]], n: int) -> bytes:
-    """Encode n rows; each column is ("i8" | "i2", array or scalar) or ("text", fixed-width bytes array or bytes)."""
+    """Encode n rows; each column is ("i8" | "i2", array or scalar), ("text", fixed-width bytes array or bytes) or
+    ("null", None)."""
     names, formats = ["fields"], [">i2"]
     for k, (kind, value) in enumerate(columns):
         names.append(f"n{k}")
         formats.append(">i4")
+        if kind == "null":
+            continue
         if kind == "text":
             width = value.dtype.itemsize if isinstance(value, np.ndarray) else len(value)
             if width:
@@ -1036,7 +1280,9 @@ def _binary_rows(columns: Sequence[tuple[str, Any]], n: int) -> bytes:
     rows = np.empty(n, dtype=np.dtype({"names": names, "formats": formats}))
     rows["fields"] = len(columns)
     for k, (kind, value) in enumerate(columns):
-        if kind == "text":
+        if kind == "null":
+            rows[f"n{k}"] = -1
+        elif kind == "text":
             width = value.dtype.itemsize if isinstance(value, np.ndarray) else len(value)
             rows[f"n{k}"] = width
             if width:
@@ -1057,23 +1303,27 @@ def _copy_binary(cursor, sql: str, blocks: Iterable[bytes]) -> None:
         copy.write(_COPY_TRAILER)
 
 
-def _copy_packs(cursor, ctx: _Context, ids: np.ndarray, levels: np.ndarray) -> None:
+def _copy_packs(cursor, ctx: _Context, ids: np.ndarray, levels: np.ndarray, parent_ids: np.ndarray) -> None:
     parsed, order = ctx.parsed, ctx.order
     codes, serials = parsed.s_code, parsed.s_serial
-    # Rows with the same product-code and serial widths share one structured array (usually there is one group).
+    # Rows with the same product-code and serial widths and the same parent-or-not share one structured array
+    # (usually there are one or two groups).
     n = len(codes)
-    widths = np.fromiter(map(len, codes), dtype=np.int64, count=n) * 64 + np.fromiter(
-        map(len, serials), dtype=np.int64, count=n
+    shapes = (
+        np.fromiter(map(len, codes), dtype=np.int64, count=n) * 128
+        + np.fromiter(map(len, serials), dtype=np.int64, count=n) * 2
+        + (parent_ids >= 0)
     )
-    groups = {
-        (int(width) // 64, int(width) % 64): np.flatnonzero(widths == width).tolist() for width in np.unique(widths)
-    }
+    order_of_rows = np.argsort(shapes, kind="stable")
+    bounds = np.flatnonzero(np.diff(shapes[order_of_rows])) + 1
     when, now = _pg_time(ctx.occurred_at), _pg_time(ctx.now)
-    status, eu_state = Status.COMMISSIONED.encode(), cbv.COMMISSIONED.eu_state.encode()
+    eu_state = cbv.COMMISSIONED.eu_state.encode()
 
     def blocks():
-        for (code_width, serial_width), rows in groups.items():
-            at = np.array(rows, dtype=np.int64)
+        for at in np.split(order_of_rows, bounds):
+            shape = int(shapes[at[0]])
+            code_width, serial_width, packed = shape // 128, shape % 128 // 2, shape % 2
+            rows = at.tolist()
             code_column = np.array([codes[i] for i in rows], dtype=f"S{code_width}") if code_width else b""
             yield _binary_rows(
                 [
@@ -1085,7 +1335,8 @@ def _copy_packs(cursor, ctx: _Context, ids: np.ndarray, levels: np.ndarray) -> N
                     ("i2", levels[at]),
                     ("i8", order.batch_id),
                     ("i8", order.pk),
-                    ("text", status),
+                    ("i8", parent_ids[at]) if packed else ("null", None),
+                    ("text", (Status.PACKED if packed else Status.COMMISSIONED).encode()),
                     ("text", b""),
                     ("text", eu_state),
                     ("i8", when),
@@ -1096,13 +1347,21 @@ def _copy_packs(cursor, ctx: _Context, ids: np.ndarray, levels: np.ndarray) -> N
 
     _copy_binary(
         cursor,
-        f'COPY {_PACK} (id, pool_id, "index", product_code, serial, level, batch_id, order_id, status, reason, '
-        "eu_state, commissioned_at, updated_at) FROM STDIN (FORMAT BINARY)",
+        f'COPY {_PACK} (id, pool_id, "index", product_code, serial, level, batch_id, order_id, parent_id, status, '
+        "reason, eu_state, commissioned_at, updated_at) FROM STDIN (FORMAT BINARY)",
         blocks(),
     )
 
 
-def _copy_events(cursor, pack_ids: np.ndarray, report_id: int, action: str, occurred_at: datetime) -> None:
+def _copy_events(
+    cursor,
+    pack_ids: np.ndarray,
+    report_id: int,
+    action: str,
+    occurred_at: datetime,
+    *,
+    parents: np.ndarray | None = None,
+) -> None:
     block = _binary_rows(
         [
             ("i8", pack_ids),
@@ -1110,12 +1369,13 @@ def _copy_events(cursor, pack_ids: np.ndarray, report_id: int, action: str, occu
             ("text", action.encode()),
             ("text", b""),
             ("i8", _pg_time(occurred_at)),
+            ("i8", parents) if parents is not None else ("null", None),
         ],
         pack_ids.shape[0],
     )
     _copy_binary(
         cursor,
-        f"COPY {_EVENT} (pack_id, report_id, action, reason, occurred_at) FROM STDIN (FORMAT BINARY)",
+        f"COPY {_EVENT} (pack_id, report_id, action, reason, occurred_at, parent_id) FROM STDIN (FORMAT BINARY)",
         [block],
     )
 

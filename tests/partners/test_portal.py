@@ -457,6 +457,30 @@ def test_upload_of_a_clean_csv_commissions_the_units_and_shows_the_counts(scene,
     assert "csv-1 Commissioning 4 Applied" in text_of(client_a.get(reverse("portal:order", args=[scene.order.pk])))
 
 
+def test_upload_of_a_csv_with_a_case_column_commissions_the_units_into_the_case(scene, client_a):
+    scene.request_serials(client_a, quantity=3, cases=1)
+    units = serials_of(scene.allocation())
+    case = serials_of(scene.allocation(scene.sscc_pool))[0]
+    code = scene.own.product_code
+    case_report = {"report_id": "case-1", "kind": "commissioning", "lines": [{"sscc": case, "level": 2}]}
+    assert upload(client_a, scene.order, "case.json", json.dumps(case_report)).context["upload"]["applied"]
+    content = (
+        f"product_code,serial,parent_sscc\n{code},{units[0]},{case}\n{code},{units[1]},{case}\n{code},{units[2]},\n"
+    )
+
+    response = upload(client_a, scene.order, "units.csv", content, report_id="csv-into-case")
+
+    assert response.context["upload"]["applied"], text_of(response)
+    inside = Pack.objects.filter(parent__serial=case).values_list("serial", "status")
+    assert sorted(inside) == sorted([(units[0], "packed"), (units[1], "packed")])
+    assert Pack.objects.get(serial=units[2]).parent is None
+    assert LineReport.objects.get(report_id="csv-into-case").result["counts"] == {
+        "units": 3,
+        "containers": 0,
+        "packed": 2,
+    }
+
+
 def test_upload_of_a_json_report_reports_problems_by_entry(scene, client_a):
     scene.request_serials(client_a, quantity=2)
     serials = serials_of(scene.allocation())
@@ -480,7 +504,7 @@ def test_upload_of_a_json_report_reports_problems_by_entry(scene, client_a):
         ("r.json", '{"report_id": "x", "kind": "commissioning", "order": "PO-9", "lines": []}', "is for order PO-9"),
         ("r.json", '{"report_id": "x"', "The JSON cannot be read at line 1"),
         ("r.json", '{"report_id": "x", "order": ""}', "The JSON lacks kind, lines"),
-        ("r.csv", "a,b,c\n", "Line 1 has 3 columns"),
+        ("r.csv", "a,b,c,d\n", "Line 1 has 4 columns"),
         ("r.csv", "serial\n\n", "The CSV holds no serials"),
         ("r.json", '{"report_id": "x", "kind": "packing", "lines": [{"sscc": "1"}]}', "Unknown report kind 'packing'"),
     ],
