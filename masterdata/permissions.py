@@ -14,9 +14,12 @@ from collections.abc import Iterable
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.contrib.contenttypes.models import ContentType
 from django.db import models, transaction
 from django.db.models import QuerySet
-from guardian.shortcuts import assign_perm, get_objects_for_user, remove_perm
+from django.db.models.functions import Cast
+from guardian.models import GroupObjectPermission
+from guardian.shortcuts import assign_perm, remove_perm
 
 from masterdata.models import Company, CompanyMembership
 
@@ -77,7 +80,18 @@ def revoke_company_object_permissions(
 def granted_pks(model: type[models.Model], *, user, action: str = "view") -> QuerySet:
     """A ``pk`` subquery of the ``model`` rows on which ``user`` holds the object permission ``action`` through a
     group (a company grant). Model-level permissions never widen it and superusers get no shortcut: the caller's
-    company rule decides for its own objects."""
+    company rule decides for its own objects.
+
+    Guardian's group object permissions read directly — what ``get_objects_for_user(accept_global_perms=False,
+    with_superuser=False)`` answers for group grants, built without a query: the shortcut looks up the permission and
+    the user's groups first (queries and ~5 ms of Python per call), and scoped selectors ask up to three times per
+    request — the pack history must answer in milliseconds."""
     opts = model._meta
-    perm = f"{opts.app_label}.{action}_{opts.model_name}"
-    return get_objects_for_user(user, perm, klass=model, accept_global_perms=False, with_superuser=False).values("pk")
+    grants = GroupObjectPermission.objects.filter(
+        content_type=ContentType.objects.get_for_model(model),  # cached per process by Django
+        permission__codename=f"{action}_{opts.model_name}",
+        group__user=user,
+    )
+    # object_pk is text (guardian's generic grants serve every model): compared as the model's key type.
+    key = opts.pk.target_field if opts.pk.is_relation else opts.pk
+    return grants.annotate(granted_pk=Cast("object_pk", key.__class__())).values("granted_pk")

@@ -311,12 +311,17 @@ def get_pack_history(
     elif not (product_code and serial) or sscc:
         raise DomainError("Ask with product_code and serial, or with sscc alone.", field="serial")
     # A commissioned pack knows its pool and index: one indexed read answers where its number lives, without FF1
-    # decryption or list-pool probes. Only serials without a (visible) pack go through the lookup.
+    # decryption or list-pool probes. Only serials without a (visible) pack go through the lookup. The scope rule
+    # of scope_packs is applied to the one row read rather than compiled into the query: this path answers in
+    # milliseconds, and building the scoped query took longer than running it.
     pack = (
-        scope_packs(Pack.objects.select_related("pool", "batch", "order").only(*_PACK_FIELDS), user=user)
+        Pack.objects.select_related("pool", "batch", "order")
+        .only(*_PACK_FIELDS)
         .filter(product_code=product_code, serial=serial)
         .first()
     )
+    if pack is not None and not _pack_visible(pack, user=user):
+        pack = None
     if pack is None:
         found = lookup_sscc(sscc=serial) if sscc else lookup_serial(product_code=product_code, serial=serial)
         visible = is_pool_visible(user=user, pool=found.pool) or (
@@ -365,7 +370,7 @@ def _unknown(product_code: str, serial: str) -> UnknownSerial:
 # reads below take named columns), and fewer columns to build on a path that must answer in milliseconds.
 _PACK_FIELDS = (
     *("pool", "index", "product_code", "serial", "level", "batch", "order", "parent", "status", "reason", "eu_state"),
-    *("commissioned_at", "updated_at", "pool__name", "pool__kind", "pool__source", "pool__next_index"),
+    *("commissioned_at", "updated_at", "pool__name", "pool__kind", "pool__source", "pool__next_index", "pool__owner"),
     *("batch__lot", "batch__expiry", "order__number"),
 )
 
@@ -473,15 +478,25 @@ def _timeline(pack: Pack) -> tuple[PackTimelineEntry, ...]:
     )
 
 
+def _pack_visible(pack: Pack, *, user) -> bool:
+    """scope_packs() for one pack already read: its pool is the company's, or its order is shared with it."""
+    if not user or not user.is_authenticated:
+        return False
+    company_id = get_user_company_id(user=user)
+    if company_id is None or pack.pool.owner_id == company_id:
+        return True
+    return pack.order_id is not None and _shared_orders(user, company_id).filter(pk=pack.order_id).exists()
+
+
 def _pool_scope_sql(user) -> tuple[str, list]:
-    """A ``pool_id IN (…)`` condition for the raw hierarchy queries: none for users who see every pool, else the
-    scope_pools() subquery, so the raw SQL follows the one scope rule."""
+    """scope_packs() as a condition for the raw hierarchy queries: none for users who see every pool, else packs of
+    the company's pools or of the orders shared with it."""
     company_id = get_user_company_id(user=user)
     if company_id is None:
         return "", []
-    pools, pool_params = scope_pools(SerialPool.objects.order_by(), user=user).values("pk").query.sql_with_params()
+    pools = f"SELECT id FROM {connection.ops.quote_name(SerialPool._meta.db_table)} WHERE owner_id = %s"  # noqa: S608
     orders, order_params = _shared_orders(user, company_id).query.sql_with_params()
-    return f"(pool_id IN ({pools}) OR order_id IN ({orders}))", [*pool_params, *order_params]
+    return f"(pool_id IN ({pools}) OR order_id IN ({orders}))", [company_id, *order_params]
 
 
 _PACK_COLUMNS = "id, product_code, serial, level, status, parent_id, pool_id, order_id"
