@@ -1,17 +1,21 @@
 """Line reports at production scale: commissioning 1,000,000 units, then aggregating them into 10,000 cases and 200
 pallets — every report validated and stored through ``apply_line_report`` — beside a naive per-row ORM baseline.
 
-Target (issue 4, PostgreSQL, this machine): the whole run — commissioning the units and the containers, packing the
-units into cases and the cases onto pallets — at >= 150,000 units/s (1,000,000 units in <= 6.7 s).
+Target (issue 4, PostgreSQL, this machine): a report commissioning the units and aggregating them into cases and
+pallets, validated and stored, at >= 150,000 units/s (1,000,000 units in <= 6.7 s).
 
 What runs, per backend (a scratch database created and dropped by the bench):
   1. one EU product (randomised FF1 pool, upper-case alphanumeric x 12) with packaging levels case = 100 units and
      pallet = 50 cases, an SSCC pool, a batch and a packaging order holding ``--units`` unit serials and
      ``--cases`` + ``--pallets`` SSCCs (allocated in requests of 500,000; materialised outside the timing);
-  2. timed, one report each: commissioning the units; commissioning the cases and pallets; aggregation of the units
-     into the cases (``--cases`` lines of 100 children); aggregation of the cases onto the pallets;
+  2. timed: one commissioning report naming every unit with its case (``parent_sscc``), every case with its pallet,
+     and the pallets — or, with ``--separate-reports``, one report each: commissioning the units; commissioning the
+     cases and pallets; aggregation of the units into the cases (``--cases`` lines of 100 children); aggregation of
+     the cases onto the pallets;
   3. checks: every pack stored once with its pool index, every unit in a case, every case on a pallet, one event
-     per pack and step, and a replay of the big report answered from the stored row;
+     per pack and step, and a replay of the big report answered from the stored row; then, on PostgreSQL, the
+     database floor: the same pack and event rows copied server-side (``INSERT … SELECT``) into empty tables with
+     only the keys the issue requires — what the database alone needs, printed beside the service's figure;
   4. with ``--what-if-no-fk-checks`` (an experiment, PostgreSQL superuser only) step 2 runs with the per-row
      foreign-key checks switched off, to show their share of the time; no target verdict is given then;
   5. the naive baseline in the same database, on ``--baseline-units`` further units (and their cases and pallet):
@@ -59,6 +63,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pallets", type=int, help="pallets the cases go onto (default: cases / 50)")
     parser.add_argument(
         "--baseline-units", type=int, default=10_000, help="units for the naive baseline (default 10,000)"
+    )
+    parser.add_argument(
+        "--separate-reports",
+        action="store_true",
+        help="four reports instead of one: commission the units, commission the containers, aggregate the units "
+        "into the cases, aggregate the cases onto the pallets",
     )
     parser.add_argument(
         "--what-if-no-fk-checks",
@@ -153,9 +163,27 @@ def run_service(plant: Plant) -> dict[str, float]:
     units = plant.units[: args.units]
     cases = plant.ssccs[: args.cases]
     pallets = plant.ssccs[args.cases : args.cases + args.pallets]
+    per_case, per_pallet = plant.units_per_case, plant.cases_per_pallet
+    if not args.separate_reports:
+        # One report, as a line sends it at the end of the order: every unit into its case, every case onto its
+        # pallet, the pallets.
+        lines = [
+            {"product_code": code, "serial": serial, "parent_sscc": cases[i // per_case]}
+            for i, serial in enumerate(units)
+        ]
+        lines += [{"sscc": s, "level": 2, "parent_sscc": pallets[i // per_pallet]} for i, s in enumerate(cases)]
+        lines += [{"sscc": s, "level": 3} for s in pallets]
+        phases = {}
+        phases["commission units into cases onto pallets"], _ = timed(
+            lambda: report(plant, "commissioning", "BENCH-ALL", lines)
+        )
+        replay_seconds, replay = timed(lambda: report(plant, "commissioning", "BENCH-ALL", lines))
+        if not replay.replayed:
+            raise SystemExit("the replay of the report was applied again")
+        phases["(replay of the report)"] = replay_seconds
+        return phases
     unit_lines = [{"product_code": code, "serial": serial} for serial in units]
     container_lines = [{"sscc": s, "level": 2} for s in cases] + [{"sscc": s, "level": 3} for s in pallets]
-    per_case = plant.units_per_case
     case_lines = [
         {
             "parent_sscc": case,
@@ -163,7 +191,6 @@ def run_service(plant: Plant) -> dict[str, float]:
         }
         for i, case in enumerate(cases)
     ]
-    per_pallet = plant.cases_per_pallet
     pallet_lines = [
         {"parent_sscc": pallet, "children": [{"sscc": s} for s in cases[i * per_pallet : (i + 1) * per_pallet]]}
         for i, pallet in enumerate(pallets)
@@ -208,6 +235,49 @@ def check(plant: Plant) -> None:
     if problems:
         raise SystemExit("checks failed: " + "; ".join(problems))
     print(f"  checks: {expected:,} packs, {events:,} events, hierarchy complete, indices verified", flush=True)
+
+
+def database_floor(plant: Plant) -> tuple[float, float]:
+    """What PostgreSQL alone needs to store this run's rows, without the service: the packs (with the keys the
+    issue asks for — primary key, unique (product code, serial), parent index) and their events (primary key,
+    (pack, time) index) copied by one server-side ``INSERT … SELECT`` each, in id order, into empty tables; no
+    parsing, no checks, no client. The service cannot be faster than this on the same machine."""
+    from django.db import connection, transaction
+
+    from serialization.models import LineReport, Pack, PackEvent
+
+    pack, event, report = Pack._meta.db_table, PackEvent._meta.db_table, LineReport._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE bench_floor_pack (LIKE {pack} INCLUDING DEFAULTS)")
+        cursor.execute("ALTER TABLE bench_floor_pack ADD PRIMARY KEY (id)")
+        cursor.execute("CREATE UNIQUE INDEX ON bench_floor_pack (product_code, serial)")
+        cursor.execute("CREATE INDEX ON bench_floor_pack (parent_id)")
+        cursor.execute(f"CREATE TABLE bench_floor_event (LIKE {event} INCLUDING DEFAULTS)")
+        cursor.execute("ALTER TABLE bench_floor_event ADD PRIMARY KEY (id)")
+        cursor.execute("CREATE INDEX ON bench_floor_event (pack_id, occurred_at)")
+        cursor.execute("CHECKPOINT")
+
+        def copy_packs():
+            with transaction.atomic():
+                cursor.execute(
+                    f"INSERT INTO bench_floor_pack SELECT * FROM {pack} WHERE order_id = %s ORDER BY id",
+                    [plant.order.pk],
+                )
+
+        def copy_events():
+            with transaction.atomic():
+                cursor.execute(
+                    f"INSERT INTO bench_floor_event SELECT * FROM {event} WHERE report_id IN "
+                    f"(SELECT id FROM {report} WHERE order_id = %s) ORDER BY id",
+                    [plant.order.pk],
+                )
+
+        try:
+            pack_seconds, _ = timed(copy_packs)
+            event_seconds, _ = timed(copy_events)
+        finally:
+            cursor.execute("DROP TABLE bench_floor_pack, bench_floor_event")
+    return pack_seconds, event_seconds
 
 
 def run_baseline(plant: Plant) -> tuple[float, int]:
@@ -308,6 +378,15 @@ def run(args: argparse.Namespace) -> int:
     for name, seconds in phases.items():
         print(f"  {name:<44} {secs(seconds):>18}", flush=True)
     check(plant)
+    if connection.vendor == "postgresql":
+        pack_seconds, event_seconds = database_floor(plant)
+        floor = pack_seconds + event_seconds
+        print(
+            f"  database floor: the same packs inserted server-side into an empty table with only the required keys "
+            f"{secs(pack_seconds)} (alone: at most {per_second(args.units, pack_seconds)} units), their events "
+            f"{secs(event_seconds)} -> at most {per_second(args.units, floor)} units on this machine",
+            flush=True,
+        )
     baseline_seconds, baseline_units = run_baseline(plant)
     rate = args.units / total
     baseline_rate = baseline_units / baseline_seconds
