@@ -347,7 +347,8 @@ def _parse_commissioning(lines: Sequence[Any], parsed: _Parsed) -> None:
         parsed.s_level,
         parsed.s_parent,
     )
-    # The units of a report that also names containers and parents come first: whole runs of unit lines at once.
+    # Runs of units with a parent (most of a report that packs units into cases) are read a whole run at a time,
+    # every other line on its own.
     start = 0
     while start < len(lines):
         end = start
