@@ -1054,16 +1054,8 @@ def _check_room(
         return
     held = np.zeros(len(named), dtype=np.int64)
     limited_existing = {int(existing_id[k]): k for k in np.flatnonzero((limit >= 0) & (existing_id >= 0)).tolist()}
-    ids = sorted(limited_existing)
-    for start in range(0, len(ids), _IN_CHUNK):
-        chunk = ids[start : start + _IN_CHUNK]
-        marks = ", ".join(["%s"] * len(chunk))
-        cursor.execute(
-            f"SELECT parent_id, count(*) FROM {_PACK} WHERE parent_id IN ({marks}) GROUP BY parent_id",  # noqa: S608
-            chunk,
-        )
-        for parent_id, count in cursor.fetchall():
-            held[limited_existing[parent_id]] = count
+    for parent_id, count in _children_held(cursor, limited_existing).items():
+        held[limited_existing[parent_id]] = count
     rows = np.flatnonzero(ok & (slot >= 0))
     added = np.bincount(slot[rows], minlength=len(named))
     over = np.flatnonzero((limit >= 0) & (held + added > limit))
@@ -1551,16 +1543,7 @@ def _check_quantities(ctx: _Context, cursor, parents: list[_PackRow | None], pro
     limited = {p.id: p for p in parents if p is not None and limits.get(p.level)}
     if not limited:
         return
-    held = defaultdict(int)
-    ids = sorted(limited)
-    for start in range(0, len(ids), _IN_CHUNK):
-        chunk = ids[start : start + _IN_CHUNK]
-        marks = ", ".join(["%s"] * len(chunk))
-        cursor.execute(
-            f"SELECT parent_id, count(*) FROM {_PACK} WHERE parent_id IN ({marks}) GROUP BY parent_id",  # noqa: S608
-            chunk,
-        )
-        held.update(dict(cursor.fetchall()))
+    held = _children_held(cursor, limited)
     cursor.execute(
         "SELECT parent_pack, line, count(*) FROM lr_children WHERE parent_pack IS NOT NULL "
         "GROUP BY parent_pack, line ORDER BY parent_pack, line"
@@ -1582,6 +1565,21 @@ def _check_quantities(ctx: _Context, cursor, parents: list[_PackRow | None], pro
                 f"SSCC {parent.serial} ({_level_name(parent.level)}) would hold {total[parent_id]} packs; "
                 f"{ctx.product.product_code} packs at most {limit} per {_level_name(parent.level)}.",
             )
+
+
+def _children_held(cursor, parent_ids: Iterable[int]) -> dict[int, int]:
+    """How many packs each of ``parent_ids`` holds now (parents holding none are left out)."""
+    ids = sorted(parent_ids)
+    held: dict[int, int] = {}
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start : start + _IN_CHUNK]
+        marks = ", ".join(["%s"] * len(chunk))
+        cursor.execute(
+            f"SELECT parent_id, count(*) FROM {_PACK} WHERE parent_id IN ({marks}) GROUP BY parent_id",  # noqa: S608
+            chunk,
+        )
+        held.update(dict(cursor.fetchall()))
+    return held
 
 
 def _check_cycles(ctx: _Context, cursor, parents: list[_PackRow | None], problems: _Problems) -> None:
