@@ -11,22 +11,27 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import connection, models
 from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models.expressions import RawSQL
+from django.utils import timezone
 
 from audit.exceptions import DomainError
-from masterdata.permissions import granted_pks
+from masterdata.models import Location
+from masterdata.permissions import granted_pks, granted_pks_sql
 from masterdata.selectors import apply_filters, get_user_company_id, get_visible, scope_to_company
 from serialization.exceptions import UnknownSerial
 from serialization.models import (
     Allocation,
     AllocationRange,
+    Batch,
     ExportJob,
     ImportJob,
+    LineReport,
     Pack,
     PackagingOrder,
     PackEvent,
@@ -288,14 +293,63 @@ def scope_packs(queryset: QuerySet[Pack], *, user) -> QuerySet[Pack]:
     company_id = get_user_company_id(user=user) if user is not None and user.is_authenticated else None
     if company_id is None:
         return scope_to_company(queryset, user=user, company_field="pool__owner_id")
-    return queryset.filter(Q(pool__owner_id=company_id) | Q(order__in=_shared_orders(user, company_id)))
+    shared = RawSQL(*_shared_orders_sql(user, company_id))  # noqa: S611 - values are parameters
+    return queryset.filter(Q(pool__owner_id=company_id) | Q(order_id__in=shared))
 
 
-def _shared_orders(user, company_id: int) -> QuerySet[PackagingOrder]:
-    """The orders shared with the user's company and run on its lines (see scope_orders): their packs are the CMO's
-    to see although they are recorded in the MAH's pool, where their serials were made."""
-    granted = granted_pks(PackagingOrder, user=user)
-    return PackagingOrder.objects.filter(line__company_id=company_id, pk__in=granted).order_by().values("pk")
+def _shared_orders_sql(user, company_id: int) -> tuple[str, list]:
+    """The ids of the orders shared with the user's company and run on its lines (see scope_orders), as SQL: their
+    packs are the CMO's to see although they are recorded in the MAH's pool, where their serials were made."""
+    granted, granted_params = granted_pks_sql(PackagingOrder, user=user)
+    sql = (
+        f"SELECT shared.id FROM {_table(PackagingOrder)} shared "  # noqa: S608 - names from _meta
+        f"JOIN {_table(Location)} shared_line ON shared_line.id = shared.line_id "
+        f"WHERE shared_line.company_id = %s AND shared.id IN ({granted})"
+    )
+    return sql, [company_id, *granted_params]
+
+
+def _pack_scope_sql(user, prefix: str) -> tuple[str, list]:
+    """scope_packs() as a condition on the pack columns ``{prefix}pool_id`` and ``{prefix}order_id`` for the raw
+    statements of the pack history: "" for users who see every pool, else packs of the company's pools or of the
+    orders shared with it."""
+    company_id = get_user_company_id(user=user)
+    if company_id is None:
+        return "", []
+    orders, order_params = _shared_orders_sql(user, company_id)
+    pools = f"SELECT id FROM {_table(SerialPool)} WHERE owner_id = %s"  # noqa: S608 - names from _meta
+    condition = f"({prefix}pool_id IN ({pools}) OR {prefix}order_id IN ({orders}))"
+    return condition, [company_id, *order_params]
+
+
+def _table(model: type[models.Model]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """A datetime as a raw cursor returns it, aware: PostgreSQL's already are, SQLite's come back naive in UTC
+    (the ORM's field converters, which a raw read skips, would have made them aware)."""
+    if value is None or timezone.is_aware(value):
+        return value
+    return timezone.make_aware(value, UTC)
+
+
+def _username_column() -> str:
+    user_model = get_user_model()
+    return connection.ops.quote_name(user_model._meta.get_field(user_model.USERNAME_FIELD).column)
+
+
+@dataclass(frozen=True)
+class _PackRead:
+    """The pack asked about, with its pool, batch and order, as the one statement of _read_pack returns them."""
+
+    id: int
+    pool: SerialPool  # unsaved: the columns the pool history shows
+    index: int
+    serial: str
+    parent_id: int | None
+    visible: bool
+    state: PackState
 
 
 def get_pack_history(
@@ -305,24 +359,19 @@ def get_pack_history(
 
     UnknownSerial (404) for a serial in no pool, and for one in a pool the user may not see. Containers above or
     below that belong to pools outside the user's scope are left out.
+
+    This path must answer in milliseconds with billions of packs: four statements written as SQL (pack, pool
+    history, events, hierarchy) after the user's company, since building the equivalent querysets took longer than
+    running them.
     """
     if sscc and not (product_code or serial):
         product_code, serial = "", sscc
     elif not (product_code and serial) or sscc:
         raise DomainError("Ask with product_code and serial, or with sscc alone.", field="serial")
     # A commissioned pack knows its pool and index: one indexed read answers where its number lives, without FF1
-    # decryption or list-pool probes. Only serials without a (visible) pack go through the lookup. The scope rule
-    # of scope_packs is applied to the one row read rather than compiled into the query: this path answers in
-    # milliseconds, and building the scoped query took longer than running it.
-    pack = (
-        Pack.objects.select_related("pool", "batch", "order")
-        .only(*_PACK_FIELDS)
-        .filter(product_code=product_code, serial=serial)
-        .first()
-    )
-    if pack is not None and not _pack_visible(pack, user=user):
-        pack = None
-    if pack is None:
+    # decryption or list-pool probes. Only serials without a (visible) pack go through the lookup.
+    pack = _read_pack(product_code, serial, user=user) if user and user.is_authenticated else None
+    if pack is None or not pack.visible:
         found = lookup_sscc(sscc=serial) if sscc else lookup_serial(product_code=product_code, serial=serial)
         visible = is_pool_visible(user=user, pool=found.pool) or (
             found.partner_pool is not None and is_pool_visible(user=user, pool=found.partner_pool)
@@ -330,23 +379,13 @@ def get_pack_history(
         if found.pack is not None or not visible:
             raise _unknown(product_code, serial)
         return PackHistory(product_code, serial, _pool_history(found.pool, found.index), None, (), (), _EMPTY_TREE)
-    above, below = _hierarchy(pack, _pool_scope_sql(user))
+    above, below = _hierarchy(pack, _pack_scope_sql(user, prefix=""))
     return PackHistory(
         product_code=product_code,
         serial=serial,
         pool=_pool_history(pack.pool, pack.index),
-        pack=PackState(
-            level=pack.level,
-            status=pack.status,
-            reason=pack.reason,
-            eu_state=pack.eu_state,
-            batch_lot=pack.batch.lot if pack.batch else "",
-            batch_expiry=pack.batch.expiry if pack.batch else "",
-            order=pack.order.number if pack.order else "",
-            commissioned_at=pack.commissioned_at,
-            updated_at=pack.updated_at,
-        ),
-        events=_timeline(pack),
+        pack=pack.state,
+        events=_timeline(pack.id),
         above=above,
         below=below,
     )
@@ -366,13 +405,49 @@ def _unknown(product_code: str, serial: str) -> UnknownSerial:
     )
 
 
-# What the history shows of a pack and its pool: never the pool's wrapped key, never a user's password hash (the
-# reads below take named columns), and fewer columns to build on a path that must answer in milliseconds.
-_PACK_FIELDS = (
-    *("pool", "index", "product_code", "serial", "level", "batch", "order", "parent", "status", "reason", "eu_state"),
-    *("commissioned_at", "updated_at", "pool__name", "pool__kind", "pool__source", "pool__next_index", "pool__owner"),
-    *("batch__lot", "batch__expiry", "order__number"),
-)
+def _read_pack(product_code: str, serial: str, *, user) -> _PackRead | None:
+    """The pack with this number, its pool, batch and order — named columns only: never the pool's wrapped key —
+    and whether ``user`` may see it (the scope rule of scope_packs, evaluated on this one row)."""
+    condition, condition_params = _pack_scope_sql(user, prefix="pack.")
+    sql = f"""
+        SELECT pack.id, pack.pool_id, pack."index", pack.serial, pack.parent_id, pack.level, pack.status, pack.reason,
+               pack.eu_state, pack.commissioned_at, pack.updated_at, pool.name, pool.kind, pool.source,
+               pool.next_index, pool.owner_id, batch.lot, batch.expiry, ord.number,
+               {f"CASE WHEN {condition} THEN 1 ELSE 0 END" if condition else "1"}
+        FROM {_table(Pack)} pack
+        JOIN {_table(SerialPool)} pool ON pool.id = pack.pool_id
+        LEFT JOIN {_table(Batch)} batch ON batch.id = pack.batch_id
+        LEFT JOIN {_table(PackagingOrder)} ord ON ord.id = pack.order_id
+        WHERE pack.product_code = %s AND pack.serial = %s
+    """  # noqa: S608 - names from _meta, values are parameters
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*condition_params, product_code, serial])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    pk, pool_id, index, number, parent_id, level, status, reason, eu_state, commissioned_at, updated_at = row[:11]
+    pool_name, pool_kind, pool_source, next_index, owner_id, lot, expiry, order_number, visible = row[11:]
+    return _PackRead(
+        id=pk,
+        pool=SerialPool(
+            pk=pool_id, name=pool_name, kind=pool_kind, source=pool_source, next_index=next_index, owner_id=owner_id
+        ),
+        index=index,
+        serial=number,
+        parent_id=parent_id,
+        visible=bool(visible),
+        state=PackState(
+            level=level,
+            status=status,
+            reason=reason,
+            eu_state=eu_state,
+            batch_lot=lot or "",
+            batch_expiry=expiry or "",
+            order=order_number or "",
+            commissioned_at=_aware(commissioned_at),
+            updated_at=_aware(updated_at),
+        ),
+    )
 
 
 def _username(path: str) -> str:
@@ -381,67 +456,67 @@ def _username(path: str) -> str:
 
 
 def _pool_history(pool: SerialPool, index: int) -> PoolHistory:
-    # Fills only ever raise ``filled``, so the first fill ending above the index is the one that brought it in.
-    fill = (
-        PoolFill.objects.filter(pool_id=pool.pk, filled_after__gt=index)
-        .order_by("filled_after", "pk")
-        .values("quantity", "reason", "created_at", by=F(_username("actor")))
-        .first()
-    )
+    # One statement: the fill that brought the index in (fills only ever raise ``filled``, so the first fill ending
+    # above the index) and the range holding it (the last one starting at or below it, a seek on the (pool,
+    # first_index) unique index), each found by a keyed subquery, then joined with its user, allocation and order.
+    user = _table(get_user_model())
+    username = _username_column()
+    sql = f"""
+        SELECT fill.quantity, fill.reason, fill.created_at, filler.{username},
+               held.first_index, held.count, alloc.id, alloc.request_id, alloc.purpose, alloc.reference, ord.number,
+               requester.{username}, alloc.created_at, alloc.quantity, alloc.released
+        FROM (
+            SELECT (SELECT id FROM {_table(PoolFill)} WHERE pool_id = %s AND filled_after > %s
+                    ORDER BY filled_after, id LIMIT 1) AS fill_id,
+                   (SELECT id FROM {_table(AllocationRange)} WHERE pool_id = %s AND first_index <= %s
+                    ORDER BY first_index DESC LIMIT 1) AS range_id
+        ) found
+        LEFT JOIN {_table(PoolFill)} fill ON fill.id = found.fill_id
+        LEFT JOIN {user} filler ON filler.id = fill.actor_id
+        LEFT JOIN {_table(AllocationRange)} held ON held.id = found.range_id
+        LEFT JOIN {_table(Allocation)} alloc ON alloc.id = held.allocation_id
+        LEFT JOIN {_table(PackagingOrder)} ord ON ord.id = alloc.packaging_order_id
+        LEFT JOIN {user} requester ON requester.id = alloc.requested_by_id
+    """  # noqa: S608 - names from _meta, values are parameters
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [pool.pk, index, pool.pk, index])
+        row = cursor.fetchone()
+    fill_quantity, fill_reason, filled_at, filled_by, first_index, count, allocation_id = row[:7]
+    request_id, purpose, reference, order_number, requested_by, requested_at, quantity, released = row[7:]
     job = None
-    if fill is not None and not pool.is_generated:
-        match = _IMPORT_JOB_IN_FILL_REASON.search(fill["reason"])
+    if fill_quantity is not None and not pool.is_generated:
+        match = _IMPORT_JOB_IN_FILL_REASON.search(fill_reason)
         if match:
             job = ImportJob.objects.filter(pk=int(match[1]), pool_id=pool.pk).first()
     origin = PoolOrigin(
         how="generated" if pool.is_generated else "imported",
-        fill_quantity=fill["quantity"] if fill else None,
-        fill_reason=fill["reason"] if fill else "",
-        filled_at=fill["created_at"] if fill else None,
-        filled_by=(fill["by"] or "") if fill else "",
+        fill_quantity=fill_quantity,
+        fill_reason=fill_reason or "",
+        filled_at=_aware(filled_at),
+        filled_by=filled_by or "",
         import_job_id=job.pk if job else None,
         import_file=job.original_name if job else "",
         import_layout=job.layout if job else "",
     )
-    # The range holding the index, as the lookup finds it (the last one starting at or below it, a seek on the
-    # (pool, first_index) unique index), with its allocation's requester and order in the same query.
-    held = (
-        AllocationRange.objects.filter(pool_id=pool.pk, first_index__lte=index)
-        .order_by("-first_index")
-        .values(
-            "first_index",
-            "count",
-            "allocation_id",
-            request_id=F("allocation__request_id"),
-            purpose=F("allocation__purpose"),
-            reference=F("allocation__reference"),
-            order_number=F("allocation__packaging_order__number"),
-            requested_by=F(_username("allocation__requested_by")),
-            created_at=F("allocation__created_at"),
-            quantity=F("allocation__quantity"),
-            released=F("allocation__released"),
-        )
-        .first()
-    )
     allocation = None
-    if held is not None and index < held["first_index"] + held["count"]:
+    if allocation_id is not None and index < first_index + count:
         releases = (
-            Release.objects.filter(allocation_id=held["allocation_id"])
+            Release.objects.filter(allocation_id=allocation_id)
             .order_by("created_at", "pk")
             .values_list("quantity", "reason", _username("released_by"), "created_at")
-            if held["released"]
+            if released
             else ()
         )
         allocation = AllocationEntry(
-            id=held["allocation_id"],
-            request_id=held["request_id"],
-            purpose=held["purpose"],
-            reference=held["reference"],
-            packaging_order=held["order_number"] or "",
-            requested_by=held["requested_by"] or "",
-            created_at=held["created_at"],
-            quantity=held["quantity"],
-            released=held["released"],
+            id=allocation_id,
+            request_id=request_id,
+            purpose=purpose,
+            reference=reference,
+            packaging_order=order_number or "",
+            requested_by=requested_by or "",
+            created_at=_aware(requested_at),
+            quantity=quantity,
+            released=released,
             releases=tuple(ReleaseEntry(q, reason, by or "", at) for q, reason, by, at in releases),
         )
     return PoolHistory(
@@ -457,46 +532,26 @@ def _pool_history(pool: SerialPool, index: int) -> PoolHistory:
     )
 
 
-def _timeline(pack: Pack) -> tuple[PackTimelineEntry, ...]:
-    events = (
-        PackEvent.objects.filter(pack_id=pack.pk)
-        .order_by("occurred_at", "pk")
-        .values_list(
-            "occurred_at",
-            "action",
-            "parent__product_code",
-            "parent__serial",
-            "reason",
-            "report__report_id",
-            "report__kind",
-            _username("report__submitted_by"),
-        )
-    )
+def _timeline(pack_id: int) -> tuple[PackTimelineEntry, ...]:
+    sql = f"""
+        SELECT event.occurred_at, event.action, parent.product_code, parent.serial, event.reason, report.report_id,
+               report.kind, submitter.{_username_column()}
+        FROM {_table(PackEvent)} event
+        LEFT JOIN {_table(Pack)} parent ON parent.id = event.parent_id
+        LEFT JOIN {_table(LineReport)} report ON report.id = event.report_id
+        LEFT JOIN {_table(get_user_model())} submitter ON submitter.id = report.submitted_by_id
+        WHERE event.pack_id = %s
+        ORDER BY event.occurred_at, event.id
+    """  # noqa: S608 - names from _meta, values are parameters
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [pack_id])
+        rows = cursor.fetchall()
     return tuple(
-        PackTimelineEntry(at, action, parent_code or "", parent_serial or "", reason, report_id, kind, by or "")
-        for at, action, parent_code, parent_serial, reason, report_id, kind, by in events
+        PackTimelineEntry(
+            _aware(at), action, parent_code or "", parent_serial or "", reason, report_id or "", kind or "", by or ""
+        )
+        for at, action, parent_code, parent_serial, reason, report_id, kind, by in rows
     )
-
-
-def _pack_visible(pack: Pack, *, user) -> bool:
-    """scope_packs() for one pack already read: its pool is the company's, or its order is shared with it."""
-    if not user or not user.is_authenticated:
-        return False
-    company_id = get_user_company_id(user=user)
-    if company_id is None or pack.pool.owner_id == company_id:
-        return True
-    return pack.order_id is not None and _shared_orders(user, company_id).filter(pk=pack.order_id).exists()
-
-
-def _pool_scope_sql(user) -> tuple[str, list]:
-    """scope_packs() as a condition for the raw hierarchy queries: none for users who see every pool, else packs of
-    the company's pools or of the orders shared with it."""
-    company_id = get_user_company_id(user=user)
-    if company_id is None:
-        return "", []
-    pools = f"SELECT id FROM {connection.ops.quote_name(SerialPool._meta.db_table)} WHERE owner_id = %s"  # noqa: S608
-    orders, order_params = _shared_orders(user, company_id).query.sql_with_params()
-    return f"(pool_id IN ({pools}) OR order_id IN ({orders}))", [company_id, *order_params]
 
 
 _PACK_COLUMNS = "id, product_code, serial, level, status, parent_id, pool_id, order_id"
@@ -509,7 +564,7 @@ def _ref(row: tuple, serials: Mapping[int, str]) -> PackRef:
     return PackRef(pk, code, number, level, status, depth, parent_serial=serials.get(parent_id, ""))
 
 
-def _hierarchy(pack: Pack, scope: tuple[str, list]) -> tuple[tuple[PackRef, ...], PackTree]:
+def _hierarchy(pack: _PackRead, scope: tuple[str, list]) -> tuple[tuple[PackRef, ...], PackTree]:
     """The containers above ``pack`` and the tree below it, in one statement: the chain up (``up``), exact counts
     per level over the whole tree below (``tree``, read twice; PostgreSQL materialises it once), and the first
     BELOW_LIST_LIMIT packs below by depth, so containers come before their contents.
@@ -546,7 +601,7 @@ def _hierarchy(pack: Pack, scope: tuple[str, list]) -> tuple[tuple[PackRef, ...]
             ORDER BY depth, id LIMIT %s
         ) listed
     """  # noqa: S608 - table name from _meta, scope subquery compiled by the ORM; values are parameters
-    params = [pack.parent_id, MAX_HIERARCHY_DEPTH, pack.pk, MAX_HIERARCHY_DEPTH, *condition_params, *condition_params]
+    params = [pack.parent_id, MAX_HIERARCHY_DEPTH, pack.id, MAX_HIERARCHY_DEPTH, *condition_params, *condition_params]
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, BELOW_LIST_LIMIT])
         rows = cursor.fetchall()
@@ -557,7 +612,7 @@ def _hierarchy(pack: Pack, scope: tuple[str, list]) -> tuple[tuple[PackRef, ...]
     up_serials = {row[0]: row[2] for row in up}
     above = tuple(_ref(row, up_serials) for row in up)
 
-    serials = {pack.pk: pack.serial, **{row[0]: row[2] for row in listed}}
+    serials = {pack.id: pack.serial, **{row[0]: row[2] for row in listed}}
     children: dict[int, list[tuple]] = defaultdict(list)
     for row in listed:
         children[row[5]].append(row)
@@ -568,7 +623,7 @@ def _hierarchy(pack: Pack, scope: tuple[str, list]) -> tuple[tuple[PackRef, ...]
             ordered.append(row)
             walk(row[0])
 
-    walk(pack.pk)
+    walk(pack.id)
     # Packs whose container is out of the user's scope have no listed parent: they follow, by depth.
     ordered.extend(sorted((row for rows_ in children.values() for row in rows_), key=lambda row: (row[6], row[0])))
     total = sum(counts.values())
