@@ -26,7 +26,6 @@ from masterdata.selectors import apply_filters, get_company, get_user_company_id
 from partners.models import Partnership, SerialAssignment
 from serialization import selectors as serial_selectors
 from serialization.models import Allocation, Batch, LineReport, Pack, PackagingOrder, PartnerSegment, SerialPool
-from serialization.services import batches as batch_services
 
 SOURCE_LABELS = dict(SerialPool.Source.choices)
 SCHEMA_LABELS = dict(Product.CodeSchema.choices)
@@ -271,11 +270,11 @@ def get_portal_product(*, user, product_code: str) -> ProductPools:
 def list_portal_orders(*, user, include_closed: bool = False) -> QuerySet[PackagingOrder]:
     """The company's packaging orders (open ones unless ``include_closed``), newest first, allocations prefetched."""
     filters = {} if include_closed else {"status": PackagingOrder.Status.OPEN}
-    return batch_services.list_orders(user=user, filters=filters).order_by("status", "-created_at", "-pk")
+    return serial_selectors.list_orders(user=user, filters=filters).order_by("status", "-created_at", "-pk")
 
 
 def get_portal_order(*, user, pk: Any) -> PackagingOrder:
-    return batch_services.get_order(user=user, pk=pk)
+    return serial_selectors.get_order(user=user, pk=pk)
 
 
 def get_portal_allocation(*, user, pk: Any) -> Allocation:
@@ -289,7 +288,7 @@ def list_order_reports(*, order: PackagingOrder, limit: int = 10) -> list[LineRe
 
 def list_portal_batches(*, user) -> QuerySet[Batch]:
     """The company's batches, newest first, each annotated with its latest reconciliation (passed, failed, none)."""
-    return batch_services.list_batches(user=user)
+    return serial_selectors.list_batches(user=user)
 
 
 def get_pack_history(*, user, product_code: str = "", serial: str = "", sscc: str = ""):

@@ -52,11 +52,8 @@ from serialization.services.batches import (
     close_packaging_order,
     create_batch,
     needs_reason,
-    scope_batches,
-    scope_orders,
     transition_batch,
     update_batch,
-    with_latest_reconciliation,
 )
 from serialization.services.epcis_exports import create_epcis_export, open_epcis_download, scope_epcis_exports
 from serialization.services.exports import open_export_download
@@ -838,7 +835,7 @@ class BatchAdmin(SimpleHistoryAdmin):
     def get_queryset(self, request):
         # Markets prefetched: the keep-until column is computed from them for every row of the list.
         queryset = super().get_queryset(request).prefetch_related("markets")
-        return with_latest_reconciliation(scope_batches(queryset, user=request.user))
+        return selectors.with_latest_reconciliation(selectors.scope_batches(queryset, user=request.user))
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form_class = super().get_form(request, obj, change, **kwargs)
@@ -1039,7 +1036,7 @@ class PackagingOrderAdmin(SimpleHistoryAdmin):
     actions = ["close_orders"]
 
     def get_queryset(self, request):
-        return scope_orders(super().get_queryset(request), user=request.user)
+        return selectors.scope_orders(super().get_queryset(request), user=request.user)
 
     def has_add_permission(self, request) -> bool:
         return False  # orders come through the API (ERP), which gives them their serials

@@ -24,8 +24,8 @@ from serialization import outbox_selectors
 from serialization.models import Batch, LineReport
 from serialization.outbox_models import Endpoint, Submission
 from serialization.reports import ReportRefused
+from serialization.selectors import scope_batches
 from serialization.services import outbox
-from serialization.services.batches import scope_batches
 
 # --- endpoints ----------------------------------------------------------------------------------------------------
 

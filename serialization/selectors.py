@@ -16,12 +16,12 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import connection, models
-from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models import Count, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from audit.exceptions import DomainError
-from masterdata.models import Location
+from masterdata.models import Location, Market
 from masterdata.permissions import granted_pks, granted_pks_sql
 from masterdata.selectors import apply_filters, get_user_company_id, get_visible, scope_to_company
 from serialization.exceptions import UnknownSerial
@@ -36,6 +36,7 @@ from serialization.models import (
     PackagingOrder,
     PackEvent,
     PoolFill,
+    Reconciliation,
     Release,
     SerialPool,
 )
@@ -144,6 +145,76 @@ def get_import(*, user, pk: Any) -> ImportJob:
 
 def is_pool_visible(*, user, pool: SerialPool) -> bool:
     return scope_pools(SerialPool.objects.filter(pk=pool.pk), user=user).exists()
+
+
+# --- batches and packaging orders ---------------------------------------------------------------------------------
+
+BATCH_FILTERS = {"status": "status", "product": "product_id", "lot": "lot", "product_code": "product__product_code"}
+ORDER_FILTERS = {"batch": "batch_id", "status": "status", "line": "line_id", "number": "number"}
+
+
+# Scope rule for production records: the product owner's users see them by ownership (the company rule); a CMO's
+# users see an MAH's batch or order only where the CMO's company group holds the object permission, granted when the
+# order was placed on the CMO's line (create_packaging_order) — and, for an order, only while it runs on their line.
+# The operator's staff see everything. Model-level view permissions never widen the object scope.
+
+
+def scope_batches(queryset: QuerySet[Batch], *, user) -> QuerySet[Batch]:
+    """Batches of products the user's company owns, or shared with its company (a CMO packing them)."""
+    company_id = get_user_company_id(user=user) if user is not None and user.is_authenticated else None
+    if company_id is None:
+        return scope_to_company(queryset, user=user, company_field="product__owner_id")
+    return queryset.filter(Q(product__owner_id=company_id) | Q(pk__in=granted_pks(Batch, user=user)))
+
+
+def scope_orders(queryset: QuerySet[PackagingOrder], *, user) -> QuerySet[PackagingOrder]:
+    """Orders for products the user's company owns, or shared with its company and run on its own lines."""
+    company_id = get_user_company_id(user=user) if user is not None and user.is_authenticated else None
+    if company_id is None:
+        return scope_to_company(queryset, user=user, company_field="batch__product__owner_id")
+    shared = RawSQL(*_shared_orders_sql(user, company_id))  # noqa: S611 - values are parameters
+    return queryset.filter(Q(batch__product__owner_id=company_id) | Q(pk__in=shared))
+
+
+def with_latest_reconciliation(queryset: QuerySet[Batch]) -> QuerySet[Batch]:
+    """Annotate ``latest_reconciliation_id`` / ``_passed`` / ``_at`` (None when never reconciled)."""
+    latest = Reconciliation.objects.filter(batch=OuterRef("pk")).order_by("-performed_at", "-pk")
+    return queryset.annotate(
+        latest_reconciliation_id=Subquery(latest.values("pk")[:1]),
+        latest_reconciliation_passed=Subquery(latest.values("passed")[:1]),
+        latest_reconciliation_at=Subquery(latest.values("performed_at")[:1]),
+    )
+
+
+def list_batches(*, user, filters: Mapping[str, Any] | None = None) -> QuerySet[Batch]:
+    queryset = with_latest_reconciliation(
+        Batch.objects.select_related("product", "site", "released_by").prefetch_related(
+            "lines",
+            Prefetch("markets", queryset=Market.objects.order_by("code")),
+            Prefetch("orders", queryset=PackagingOrder.objects.order_by("number")),
+        )
+    )
+    return apply_filters(scope_batches(queryset, user=user), filters, BATCH_FILTERS)
+
+
+def get_batch(*, user, pk: Any) -> Batch:
+    return get_visible(list_batches(user=user), pk, "batch")
+
+
+def list_orders(*, user, filters: Mapping[str, Any] | None = None) -> QuerySet[PackagingOrder]:
+    queryset = PackagingOrder.objects.select_related("batch__product", "line", "closed_by").prefetch_related(
+        Prefetch(
+            "allocations",
+            queryset=Allocation.objects.select_related("pool", "requested_by")
+            .prefetch_related("ranges")
+            .order_by("pk"),
+        )
+    )
+    return apply_filters(scope_orders(queryset, user=user), filters, ORDER_FILTERS)
+
+
+def get_order(*, user, pk: Any) -> PackagingOrder:
+    return get_visible(list_orders(user=user), pk, "packaging order")
 
 
 # --- pack history -------------------------------------------------------------------------------------------------

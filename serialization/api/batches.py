@@ -17,6 +17,7 @@ from audit.exceptions import NotFound
 from audit.limits import RATE_LIMITS
 from masterdata import selectors as masterdata_selectors
 from masterdata.models import Location, Market
+from serialization import selectors
 from serialization.api.serializers import AllocationSerializer
 from serialization.models import Allocation, Batch, PackagingOrder, Reconciliation
 from serialization.retention import batch_keep_until, delete_batch
@@ -271,7 +272,7 @@ class OrderClosedSerializer(serializers.Serializer):
 
 
 def _batch_body(request, pk) -> dict:
-    return BatchSerializer(batch_services.get_batch(user=request.user, pk=pk)).data
+    return BatchSerializer(selectors.get_batch(user=request.user, pk=pk)).data
 
 
 class BatchListCreateView(generics.ListCreateAPIView):
@@ -282,7 +283,7 @@ class BatchListCreateView(generics.ListCreateAPIView):
 
     def get_queryset(self):
         filters = _validated(BatchFilterSerializer, self.request.query_params)
-        return batch_services.list_batches(user=self.request.user, filters=filters)
+        return selectors.list_batches(user=self.request.user, filters=filters)
 
     @extend_schema(summary="List batches with their latest reconciliation", parameters=[BatchFilterSerializer])
     def get(self, request, *args, **kwargs):
@@ -345,7 +346,7 @@ class BatchDetailView(generics.RetrieveAPIView):
     permission_classes = [DeleteCheckedByServicePermissions]
 
     def get_object(self):
-        return batch_services.get_batch(user=self.request.user, pk=self.kwargs["pk"])
+        return selectors.get_batch(user=self.request.user, pk=self.kwargs["pk"])
 
     @extend_schema(
         summary="Get one batch with its orders and latest reconciliation",
@@ -363,7 +364,7 @@ class BatchDetailView(generics.RetrieveAPIView):
         responses={204: None, 403: _403, 404: _404, 409: _409},
     )
     def delete(self, request, pk: int):
-        batch = batch_services.get_batch(user=request.user, pk=pk)
+        batch = selectors.get_batch(user=request.user, pk=pk)
         delete_batch(batch=batch, actor=request.user, reason=request.query_params.get("reason", ""))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -382,7 +383,7 @@ class BatchTransitionView(generics.GenericAPIView):
         responses={200: BatchSerializer, 400: _400, 404: _404, 409: _409},
     )
     def post(self, request, pk: int):
-        batch = batch_services.get_batch(user=request.user, pk=pk)
+        batch = selectors.get_batch(user=request.user, pk=pk)
         data = _validated(TransitionSerializer, request.data)
         batch_services.transition_batch(batch=batch, status=data["status"], reason=data["reason"], actor=request.user)
         return Response(_batch_body(request, pk))
@@ -401,7 +402,7 @@ class BatchReconcileView(generics.GenericAPIView):
         responses={201: ReconciliationSerializer, 404: _404, 409: _409},
     )
     def post(self, request, pk: int):
-        batch = batch_services.get_batch(user=request.user, pk=pk)
+        batch = selectors.get_batch(user=request.user, pk=pk)
         reconciliation = reconcile_batch(batch=batch, actor=request.user)
         return Response(ReconciliationSerializer(reconciliation).data, status=status.HTTP_201_CREATED)
 
@@ -419,7 +420,7 @@ class BatchReleaseView(generics.GenericAPIView):
         responses={200: BatchSerializer, 400: _400, 404: _404, 409: _409},
     )
     def post(self, request, pk: int):
-        batch = batch_services.get_batch(user=request.user, pk=pk)
+        batch = selectors.get_batch(user=request.user, pk=pk)
         data = _validated(ReleaseSerializer, request.data)
         release_batch(
             batch=batch,
@@ -437,7 +438,7 @@ class BatchReconciliationListView(generics.ListAPIView):
     queryset = Batch.objects.none()
 
     def get_queryset(self):
-        batch = batch_services.get_batch(user=self.request.user, pk=self.kwargs["pk"])
+        batch = selectors.get_batch(user=self.request.user, pk=self.kwargs["pk"])
         return batch.reconciliations.select_related("performed_by").order_by("-performed_at", "-pk")
 
     @extend_schema(
@@ -457,7 +458,7 @@ class OrderListCreateView(generics.ListCreateAPIView):
 
     def get_queryset(self):
         filters = _validated(OrderFilterSerializer, self.request.query_params)
-        return batch_services.list_orders(user=self.request.user, filters=filters)
+        return selectors.list_orders(user=self.request.user, filters=filters)
 
     @extend_schema(summary="List packaging orders with their allocations", parameters=[OrderFilterSerializer])
     def get(self, request, *args, **kwargs):
@@ -471,12 +472,12 @@ class OrderListCreateView(generics.ListCreateAPIView):
     def post(self, request, *args, **kwargs):
         data = _validated(OrderCreateSerializer, request.data)
         user = request.user
-        batch = _visible_or_field_error(batch_services.get_batch, user=user, pk=data["batch"], field="batch")
+        batch = _visible_or_field_error(selectors.get_batch, user=user, pk=data["batch"], field="batch")
         line = _visible_or_field_error(masterdata_selectors.get_location, user=user, pk=data["line"], field="line")
         order = batch_services.create_packaging_order(
             batch=batch, line=line, number=data["number"], planned_quantity=data["planned_quantity"], actor=user
         )
-        body = OrderSerializer(batch_services.get_order(user=user, pk=order.pk)).data
+        body = OrderSerializer(selectors.get_order(user=user, pk=order.pk)).data
         return Response(body, status=status.HTTP_201_CREATED)
 
 
@@ -485,7 +486,7 @@ class OrderDetailView(generics.RetrieveAPIView):
     queryset = PackagingOrder.objects.none()
 
     def get_object(self):
-        return batch_services.get_order(user=self.request.user, pk=self.kwargs["pk"])
+        return selectors.get_order(user=self.request.user, pk=self.kwargs["pk"])
 
     @extend_schema(summary="Get one packaging order with its allocations", responses={200: OrderSerializer, 404: _404})
     def get(self, request, *args, **kwargs):
@@ -513,7 +514,7 @@ class OrderSerialsView(generics.GenericAPIView):
         },
     )
     def post(self, request, pk: int):
-        order = batch_services.get_order(user=request.user, pk=pk)
+        order = selectors.get_order(user=request.user, pk=pk)
         data = _validated(OrderSerialsRequestSerializer, request.data)
         result = batch_services.request_order_serials(
             order=order,
@@ -537,8 +538,8 @@ class OrderCloseView(generics.GenericAPIView):
         responses={200: OrderClosedSerializer, 400: _400, 404: _404, 409: _409},
     )
     def post(self, request, pk: int):
-        order = batch_services.get_order(user=request.user, pk=pk)
+        order = selectors.get_order(user=request.user, pk=pk)
         data = _validated(OrderCloseSerializer, request.data)
         closed = batch_services.close_packaging_order(order=order, actor=request.user, reason=data["reason"])
-        body = {"order": batch_services.get_order(user=request.user, pk=pk), "released": closed.released}
+        body = {"order": selectors.get_order(user=request.user, pk=pk), "released": closed.released}
         return Response(OrderClosedSerializer(body).data)

@@ -25,7 +25,7 @@ from serialization.api.views import FileContentNegotiation
 from serialization.epcis import EpcisError, check_format
 from serialization.epcis.events import EpcisScope
 from serialization.models import EpcisExportJob
-from serialization.services.batches import get_batch, get_order
+from serialization.selectors import get_batch, get_order
 from serialization.services.epcis_exports import (
     build_epcis_document,
     create_epcis_export,

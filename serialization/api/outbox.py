@@ -16,11 +16,10 @@ from rest_framework.response import Response
 from audit.api.exceptions import error_response
 from audit.exceptions import NotFound
 from masterdata.models import Market
-from serialization import outbox_selectors
+from serialization import outbox_selectors, selectors
 from serialization.models import LineReport
 from serialization.outbox_models import Submission
 from serialization.reports import ReportRefused
-from serialization.services import batches as batch_services
 from serialization.services import outbox
 
 _400 = OpenApiResponse(
@@ -107,7 +106,7 @@ class SubmissionListCreateView(generics.ListCreateAPIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         try:
-            batch = batch_services.get_batch(user=request.user, pk=data["batch"])
+            batch = selectors.get_batch(user=request.user, pk=data["batch"])
         except NotFound as exc:
             raise serializers.ValidationError({"batch": exc.message}) from None
         shipping_report = None

@@ -48,7 +48,8 @@ from masterdata.models import Product
 from serialization import cbv
 from serialization.epcis import EpcisError
 from serialization.models import Batch, LineReport, PackagingOrder, PackEvent, SerialPool
-from serialization.services.batches import expiry_date, scope_orders
+from serialization.selectors import scope_orders
+from serialization.services.batches import expiry_date
 
 Action = PackEvent.Action
 

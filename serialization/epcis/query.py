@@ -41,7 +41,7 @@ from serialization.epcis.capture import EpcReader, PackRef
 from serialization.epcis.events import AGGREGATION_EVENT, OBJECT_EVENT, EpcisEvent, EpcisScope, EventSource
 from serialization.epcis.writer import JSONLD_CONTEXT, format_time
 from serialization.models import LineReport, PackagingOrder, PackEvent
-from serialization.services.batches import scope_orders
+from serialization.selectors import scope_orders
 
 Kind = LineReport.Kind
 

@@ -10,8 +10,7 @@ row's change reason.
 Lock order, shared with reconciliation and release: the batch row, then its order rows, then pool rows (taken by
 ``allocate_serials`` / ``release_serials``) — parent before children, so concurrent callers queue, never deadlock.
 
-The reads (``list_batches`` … ``get_order``) sit at the end of this module: they scope like
-``serialization.selectors`` (by the product owner's company) and belong there once that module is free to edit.
+The reads (``list_batches`` … ``get_order``, ``scope_batches``/``scope_orders``) live in ``serialization.selectors``.
 """
 
 import calendar
@@ -22,16 +21,15 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, Value, When
+from django.db.models import Case, F, IntegerField, QuerySet, Value, When
 from django.utils import timezone
 
 from audit.exceptions import Conflict, DomainError
 from masterdata import gs1
 from masterdata.models import Company, Location, Market, PackagingLevel, Product
-from masterdata.permissions import grant_company_object_permissions, granted_pks
-from masterdata.selectors import apply_filters, get_user_company_id, get_visible, scope_to_company
+from masterdata.permissions import grant_company_object_permissions
 from serialization.exceptions import IdempotencyConflict, InvalidAllocationRequest, PoolExhausted, ReleaseRefused
-from serialization.models import Allocation, Batch, PackagingOrder, Reconciliation, SerialPool
+from serialization.models import Allocation, Batch, PackagingOrder, SerialPool
 from serialization.services.allocation import allocate_serials, release_serials
 
 Status = Batch.Status
@@ -568,73 +566,3 @@ def close_packaging_order(*, order: PackagingOrder, actor, reason: str) -> Close
         locked._change_reason = reason
         locked.save(update_fields=["status", "closed_at", "closed_by"])
     return ClosedOrder(order=locked, released=released)
-
-
-# --- reads (scoped like serialization.selectors) ------------------------------------------------------------------
-
-BATCH_FILTERS = {"status": "status", "product": "product_id", "lot": "lot", "product_code": "product__product_code"}
-ORDER_FILTERS = {"batch": "batch_id", "status": "status", "line": "line_id", "number": "number"}
-
-
-# Scope rule for production records: the product owner's users see them by ownership (the company rule); a CMO's
-# users see an MAH's batch or order only where the CMO's company group holds the object permission, granted when the
-# order was placed on the CMO's line (create_packaging_order) — and, for an order, only while it runs on their line.
-# The operator's staff see everything. Model-level view permissions never widen the object scope.
-
-
-def scope_batches(queryset: QuerySet[Batch], *, user) -> QuerySet[Batch]:
-    """Batches of products the user's company owns, or shared with its company (a CMO packing them)."""
-    company_id = get_user_company_id(user=user) if user is not None and user.is_authenticated else None
-    if company_id is None:
-        return scope_to_company(queryset, user=user, company_field="product__owner_id")
-    return queryset.filter(Q(product__owner_id=company_id) | Q(pk__in=granted_pks(Batch, user=user)))
-
-
-def scope_orders(queryset: QuerySet[PackagingOrder], *, user) -> QuerySet[PackagingOrder]:
-    """Orders for products the user's company owns, or shared with its company and run on its own lines."""
-    company_id = get_user_company_id(user=user) if user is not None and user.is_authenticated else None
-    if company_id is None:
-        return scope_to_company(queryset, user=user, company_field="batch__product__owner_id")
-    shared = Q(line__company_id=company_id, pk__in=granted_pks(PackagingOrder, user=user))
-    return queryset.filter(Q(batch__product__owner_id=company_id) | shared)
-
-
-def with_latest_reconciliation(queryset: QuerySet[Batch]) -> QuerySet[Batch]:
-    """Annotate ``latest_reconciliation_id`` / ``_passed`` / ``_at`` (None when never reconciled)."""
-    latest = Reconciliation.objects.filter(batch=OuterRef("pk")).order_by("-performed_at", "-pk")
-    return queryset.annotate(
-        latest_reconciliation_id=Subquery(latest.values("pk")[:1]),
-        latest_reconciliation_passed=Subquery(latest.values("passed")[:1]),
-        latest_reconciliation_at=Subquery(latest.values("performed_at")[:1]),
-    )
-
-
-def list_batches(*, user, filters: Mapping[str, Any] | None = None) -> QuerySet[Batch]:
-    queryset = with_latest_reconciliation(
-        Batch.objects.select_related("product", "site", "released_by").prefetch_related(
-            "lines",
-            Prefetch("markets", queryset=Market.objects.order_by("code")),
-            Prefetch("orders", queryset=PackagingOrder.objects.order_by("number")),
-        )
-    )
-    return apply_filters(scope_batches(queryset, user=user), filters, BATCH_FILTERS)
-
-
-def get_batch(*, user, pk: Any) -> Batch:
-    return get_visible(list_batches(user=user), pk, "batch")
-
-
-def list_orders(*, user, filters: Mapping[str, Any] | None = None) -> QuerySet[PackagingOrder]:
-    queryset = PackagingOrder.objects.select_related("batch__product", "line", "closed_by").prefetch_related(
-        Prefetch(
-            "allocations",
-            queryset=Allocation.objects.select_related("pool", "requested_by")
-            .prefetch_related("ranges")
-            .order_by("pk"),
-        )
-    )
-    return apply_filters(scope_orders(queryset, user=user), filters, ORDER_FILTERS)
-
-
-def get_order(*, user, pk: Any) -> PackagingOrder:
-    return get_visible(list_orders(user=user), pk, "packaging order")

@@ -41,7 +41,7 @@ from serialization.epcis.validation import validate_epcis_document
 from serialization.epcis.writer import write_epcis_document
 from serialization.exceptions import ExportNotReady, TooLargeToStream
 from serialization.models import Batch, EpcisExportJob, LineReport, PackagingOrder
-from serialization.services.batches import scope_batches, scope_orders
+from serialization.selectors import scope_batches, scope_orders
 
 logger = logging.getLogger(__name__)
 

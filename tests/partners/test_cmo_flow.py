@@ -8,13 +8,11 @@ from partners import selectors as partner_selectors
 from partners import services as partner_services
 from serialization.exceptions import PoolBlocked, UnknownSerial
 from serialization.models import LineReport, Pack
-from serialization.selectors import get_pack_history
+from serialization.selectors import get_pack_history, list_batches, list_orders
 from serialization.services import allocate_serials, create_generated_pool
 from serialization.services.batches import (
     create_batch,
     create_packaging_order,
-    list_batches,
-    list_orders,
     request_order_serials,
 )
 from serialization.services.line_reports import apply_line_report

@@ -4,7 +4,7 @@ from django.core.management import call_command
 
 from partners.models import Partnership, SerialAssignment
 from partners.selectors import list_partnerships
-from serialization.services.batches import list_orders
+from serialization.selectors import list_orders
 from serialization.services.partner_pools import partner_pool_counts
 
 pytestmark = pytest.mark.django_db

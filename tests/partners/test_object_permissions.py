@@ -9,9 +9,9 @@ from guardian.shortcuts import get_group_perms
 from masterdata.permissions import company_group_name, revoke_company_object_permissions
 from partners import services as partner_services
 from serialization.models import PackagingOrder
-from serialization.selectors import list_pools
+from serialization.selectors import list_batches, list_orders, list_pools
 from serialization.services import create_generated_pool
-from serialization.services.batches import create_batch, create_packaging_order, list_batches, list_orders
+from serialization.services.batches import create_batch, create_packaging_order
 from tests.factories import make_company, make_location, make_membership, make_product, make_user
 from tests.serialization.test_services import ensure_eu_market
 

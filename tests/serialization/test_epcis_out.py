@@ -21,8 +21,8 @@ from serialization.epcis.events import EpcisScope, EventSource
 from serialization.epcis.validation import validate_epcis_document
 from serialization.epcis.writer import write_epcis_document
 from serialization.models import Allocation, EpcisExportJob, LineReport, PackagingOrder
+from serialization.selectors import get_batch
 from serialization.services import allocate_serials
-from serialization.services.batches import get_batch
 from serialization.services.epcis_exports import create_epcis_export, list_epcis_exports
 from serialization.services.line_reports import apply_line_report
 from serialization.services.materialise import iter_serial_chunks
