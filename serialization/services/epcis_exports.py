@@ -28,7 +28,6 @@ from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Q, QuerySet
-from django.utils import timezone
 from django_q.tasks import async_task
 
 from audit import pilferage
@@ -39,9 +38,10 @@ from serialization.epcis import EpcisError, check_format
 from serialization.epcis.events import EpcisScope, EventSource
 from serialization.epcis.validation import validate_epcis_document
 from serialization.epcis.writer import write_epcis_document
-from serialization.exceptions import ExportNotReady, TooLargeToStream
+from serialization.exceptions import TooLargeToStream
 from serialization.models import Batch, EpcisExportJob, LineReport, PackagingOrder
 from serialization.selectors import scope_batches, scope_orders
+from serialization.services.jobs import JobDownload, check_job_file, claim_job, fail_job, finish_job, progress_of
 
 logger = logging.getLogger(__name__)
 
@@ -168,21 +168,13 @@ def run_epcis_export(*, job_id: int) -> EpcisExportJob:
     """Write the document of job ``job_id`` to the default storage, with progress (EPCs written of the EPCs in
     scope), validate it, and offer it. A job that is not pending (a task delivered twice) is left alone; failures are
     kept on the job, for the user."""
-    with transaction.atomic():
-        job = EpcisExportJob.objects.select_for_update().get(pk=job_id)
-        if job.status != EpcisExportJob.Status.PENDING:
-            return job
-        job.status = EpcisExportJob.Status.RUNNING
-        job.save(update_fields=["status"])
+    if claim_job(EpcisExportJob, job_id) is None:
+        return EpcisExportJob.objects.get(pk=job_id)
     job = EpcisExportJob.objects.select_related("requested_by").get(pk=job_id)
     scope = job_scope(job)
     try:
         source = EventSource(scope, visible_to=job.requested_by)
         EpcisExportJob.objects.filter(pk=job.pk).update(total=source.total_epcs, written=0)
-
-        def progress(written: int) -> None:
-            EpcisExportJob.objects.filter(pk=job.pk).update(written=written)
-
         # Written to a local temporary file first (validated there, streaming), then handed to the storage (a local
         # folder, or S3) in one go.
         with tempfile.TemporaryDirectory(prefix="epcis-") as scratch:
@@ -190,7 +182,7 @@ def run_epcis_export(*, job_id: int) -> EpcisExportJob:
             with path.open("wb") as handle:
                 sink = _HashingSink(handle)
                 events = write_epcis_document(
-                    sink, scope=scope, version=job.version, syntax=job.syntax, progress=progress, source=source
+                    sink, scope=scope, version=job.version, syntax=job.syntax, progress=progress_of(job), source=source
                 )
             written = EpcisExportJob.objects.values_list("written", flat=True).get(pk=job.pk)
             validated = job.syntax == "xml" or written <= settings.EPCIS_VALIDATE_JSON_MAX_EPCS
@@ -205,29 +197,16 @@ def run_epcis_export(*, job_id: int) -> EpcisExportJob:
             with path.open("rb") as handle:
                 name = default_storage.save(f"epcis/{path.name}", File(handle))
     except DomainError as exc:
-        _fail(job, exc.message)
+        fail_job(job, exc.message)
     except Exception:
         logger.exception("EPCIS export %s of %s failed", job.pk, scope.label)
-        _fail(job, "The export failed unexpectedly; the worker log has the details. Create a new export to retry.")
+        fail_job(job, "The export failed unexpectedly; the worker log has the details. Create a new export to retry.")
     else:
-        EpcisExportJob.objects.filter(pk=job.pk).update(
-            status=EpcisExportJob.Status.DONE,
-            file=name,
-            sha256=sink.sha256,
-            events=events,
-            written=written,
-            total=written,
-            validated=validated,
-            finished_at=timezone.now(),
+        finish_job(
+            job, file=name, sha256=sink.sha256, events=events, written=written, total=written, validated=validated
         )
     job.refresh_from_db()
     return job
-
-
-def _fail(job: EpcisExportJob, message: str) -> None:
-    EpcisExportJob.objects.filter(pk=job.pk).update(
-        status=EpcisExportJob.Status.FAILED, error=message, finished_at=timezone.now()
-    )
 
 
 class _HashingSink:
@@ -248,22 +227,9 @@ class _HashingSink:
         return self._hash.hexdigest()
 
 
-@dataclass(frozen=True)
-class EpcisDownload:
-    filename: str
-    content_type: str
-    file: File
-    size: int
-
-
-def open_epcis_download(*, job: EpcisExportJob, user, request=None) -> EpcisDownload:
+def open_epcis_download(*, job: EpcisExportJob, user, request=None) -> JobDownload:
     """Open a finished job's file for sending, after recording the download (EPCs, events, SHA-256)."""
-    if job.status != EpcisExportJob.Status.DONE or not job.file:
-        raise ExportNotReady(
-            f"EPCIS export {job.pk} is {job.get_status_display().lower()}, so it has no file yet"
-            + (f": {job.error}" if job.error else "; poll its status and download it when it is done."),
-            details={"status": job.status, "written": job.written, "total": job.total},
-        )
+    check_job_file(job, label=f"EPCIS export {job.pk}")
     # A document names every serial of its scope: its EPCs count against the hourly serial limit (audit.pilferage),
     # like any other serial list handed out.
     with pilferage.serial_handout(user=user, request=request, counted=job.written) as handout:
@@ -280,7 +246,7 @@ def open_epcis_download(*, job: EpcisExportJob, user, request=None) -> EpcisDown
             },
         )
     handle = default_storage.open(job.file.name, "rb")
-    return EpcisDownload(
+    return JobDownload(
         filename=job.file.name.rsplit("/", 1)[-1],
         content_type=CONTENT_TYPES[job.syntax],
         file=handle,

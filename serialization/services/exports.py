@@ -23,9 +23,10 @@ from django_q.tasks import async_task
 
 from audit import pilferage
 from audit.exceptions import DomainError
-from serialization.exceptions import ExportNotReady, TooLargeToStream
+from serialization.exceptions import TooLargeToStream
 from serialization.models import Allocation, ExportJob
 from serialization.services.allocation import allocation_ranges
+from serialization.services.jobs import JobDownload, check_job_file, claim_job, fail_job, finish_job, progress_of
 from serialization.services.materialise import CONTENT_TYPES, check_notation, stream_serials, write_serials
 
 logger = logging.getLogger(__name__)
@@ -169,12 +170,8 @@ def run_export(*, job_id: int) -> ExportJob:
 
     A job that is not pending (a task delivered twice) is left alone. Failures are kept on the job, for the user.
     """
-    with transaction.atomic():
-        job = ExportJob.objects.select_for_update().get(pk=job_id)
-        if job.status != ExportJob.Status.PENDING:
-            return job
-        job.status = ExportJob.Status.RUNNING
-        job.save(update_fields=["status"])
+    if claim_job(ExportJob, job_id) is None:
+        return ExportJob.objects.get(pk=job_id)
     job = ExportJob.objects.select_related("allocation__pool", "requested_by").get(pk=job_id)
     allocation = job.allocation
     stamp = file_stamp(user=job.requested_by, requested_at=job.created_at, export_id=job.pk)
@@ -182,10 +179,6 @@ def run_export(*, job_id: int) -> ExportJob:
         ranges = allocation_ranges(allocation)
         total = sum(count for _, count in ranges)
         ExportJob.objects.filter(pk=job.pk).update(total=total, written=0)
-
-        def progress(written: int) -> None:
-            ExportJob.objects.filter(pk=job.pk).update(written=written)
-
         # Written to a local temporary file first, then handed to the storage (a local folder, or S3) in one go.
         with tempfile.TemporaryFile() as scratch:
             rows, sha256 = write_serials(
@@ -193,7 +186,7 @@ def run_export(*, job_id: int) -> ExportJob:
                 format=job.format,
                 notation=job.notation,
                 out=scratch,
-                progress=progress,
+                progress=progress_of(job),
                 ranges=ranges,
                 stamp=stamp,
             )
@@ -203,48 +196,22 @@ def run_export(*, job_id: int) -> ExportJob:
                 File(scratch),
             )
     except DomainError as exc:
-        _fail(job, exc.message)
+        fail_job(job, exc.message)
     except Exception:
         logger.exception("export job %s of allocation %s failed", job.pk, allocation.pk)
-        _fail(job, "The export failed unexpectedly; the worker log has the details. Create a new export to retry.")
+        fail_job(job, "The export failed unexpectedly; the worker log has the details. Create a new export to retry.")
     else:
-        ExportJob.objects.filter(pk=job.pk).update(
-            status=ExportJob.Status.DONE,
-            file=name,
-            sha256=sha256,
-            total=rows,
-            written=rows,
-            finished_at=timezone.now(),
-        )
+        finish_job(job, file=name, sha256=sha256, total=rows, written=rows)
     job.refresh_from_db()
     return job
 
 
-def _fail(job: ExportJob, message: str) -> None:
-    ExportJob.objects.filter(pk=job.pk).update(
-        status=ExportJob.Status.FAILED, error=message, finished_at=timezone.now()
-    )
-
-
-@dataclass(frozen=True)
-class ExportDownload:
-    filename: str
-    content_type: str
-    file: File
-    size: int
-
-
-def open_export_download(*, job: ExportJob, user, request=None) -> ExportDownload:
+def open_export_download(*, job: ExportJob, user, request=None) -> JobDownload:
     """Open a finished export's file for sending, after recording the download.
 
     The serials of one's own export counted when it was requested; anyone else's download of the file counts now.
     """
-    if job.status != ExportJob.Status.DONE or not job.file:
-        raise ExportNotReady(
-            f"Export {job.pk} is {job.get_status_display().lower()}, so it has no file yet"
-            + (f": {job.error}" if job.error else "; poll its status and download it when it is done."),
-            details={"status": job.status, "written": job.written, "total": job.total},
-        )
+    check_job_file(job, label=f"Export {job.pk}")
     counted = 0 if user is not None and job.requested_by_id == user.pk else job.written
     handle = default_storage.open(job.file.name, "rb")
     try:
@@ -263,7 +230,7 @@ def open_export_download(*, job: ExportJob, user, request=None) -> ExportDownloa
     except BaseException:
         handle.close()
         raise
-    return ExportDownload(
+    return JobDownload(
         filename=job.file.name.rsplit("/", 1)[-1],
         content_type=CONTENT_TYPES[job.format],
         file=handle,
