@@ -32,6 +32,7 @@ from serialization.models import (
     Allocation,
     AllocationRange,
     Batch,
+    CaptureJob,
     EpcisExportJob,
     ExportJob,
     ImportJob,
@@ -55,6 +56,7 @@ from serialization.services.batches import (
     transition_batch,
     update_batch,
 )
+from serialization.services.epcis_capture import scope_capture_jobs
 from serialization.services.epcis_exports import create_epcis_export, open_epcis_download, scope_epcis_exports
 from serialization.services.exports import open_export_download
 from serialization.services.imports import start_import
@@ -613,6 +615,62 @@ class EpcisExportJobAdmin(_ReadOnlyAdmin):
         )
 
 
+@admin.register(CaptureJob)
+class CaptureJobAdmin(_ReadOnlyAdmin):
+    """EPCIS documents posted to the capture interface and what became of each event — where a steward looks when a
+    line or partner system says its events were refused. The document itself is not offered here: it names
+    serials, and serial lists leave only through the recorded exports."""
+
+    list_display = [
+        "id",
+        "status",
+        "document_format",
+        "error_behaviour",
+        "event_count",
+        "applied_count",
+        "error_count",
+        "created_by",
+        "created_at",
+    ]
+    list_filter = ["status", "document_format", "error_behaviour"]
+    list_select_related = ["created_by", "company"]
+    search_fields = ["document_sha256", "created_by__username"]
+    fields = [
+        "status",
+        "document_format",
+        "error_behaviour",
+        "document_sha256",
+        "company",
+        "created_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "event_count",
+        "applied_count",
+        "error_count",
+        "problems",
+        "outcomes",
+    ]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return scope_capture_jobs(super().get_queryset(request), user=request.user)
+
+    @admin.display(description="errors")
+    def problems(self, job: CaptureJob):
+        return _json_block(job.errors)
+
+    @admin.display(description="events")
+    def outcomes(self, job: CaptureJob):
+        return _json_block(job.events)
+
+
+def _json_block(value, limit: int = 100_000):
+    """A stored JSON value as indented text, cut at ``limit`` characters (a document may hold thousands of events)."""
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    return format_html("<pre>{}</pre>", text if len(text) <= limit else f"{text[:limit]}\n…")
+
+
 @admin.register(ImportJob)
 class ImportJobAdmin(_ReadOnlyAdmin):
     REPORT_ROWS = 1000
@@ -1092,7 +1150,7 @@ class LineReportAdmin(_ReadOnlyAdmin):
 
     @admin.display(description="result")
     def outcome(self, report: LineReport):
-        return format_html("<pre>{}</pre>", json.dumps(report.result, indent=2, ensure_ascii=False)[:100_000])
+        return _json_block(report.result)
 
 
 @admin.register(Reconciliation)

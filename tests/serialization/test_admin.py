@@ -7,7 +7,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from audit.models import AccessEvent
-from serialization.models import Allocation, ExportJob, ImportJob, ListedSerial, SerialPool
+from serialization.models import Allocation, CaptureJob, ExportJob, ImportJob, ListedSerial, SerialPool
 from serialization.services import allocate_serials, create_generated_pool, create_list_pool
 from serialization.services.exports import run_export
 from tests.factories import make_company, make_membership, make_product, make_user
@@ -317,3 +317,39 @@ def test_import_job_page_shows_the_error_report(steward):
     assert changelist.status_code == detail.status_code == 200
     assert "x.csv" in changelist.text
     assert "<td>2</td><td>A&lt;1</td><td>character &#x27;&lt;&#x27; is not allowed</td>" in detail.text
+
+
+def test_capture_job_pages_show_each_refused_event_to_the_sender_s_company_only(make_verified_client):
+    sender_company, other_company = make_company(), make_company()
+    line_system = make_user(roles=("Line system",))
+    make_membership(user=line_system, company=sender_company)
+    job = CaptureJob.objects.create(
+        status=CaptureJob.Status.FAILED,
+        document="epcis/capture/abc.json",
+        document_format="json",
+        document_sha256="ab" * 32,
+        event_count=2,
+        applied_count=0,
+        error_count=1,
+        errors=[{"type": "epcisException:ValidationException", "status": 422, "detail": "event 2: serial <X> unknown"}],
+        events=[{"index": 1, "status": "rolled_back"}, {"index": 2, "status": "refused"}],
+        company=sender_company,
+        created_by=line_system,
+    )
+    clients = {}
+    for company in (sender_company, other_company):
+        steward = make_user(is_staff=True, roles=("Steward",))
+        make_membership(user=steward, company=company)
+        clients[company] = make_verified_client(steward)
+    own, other = clients[sender_company], clients[other_company]
+
+    changelist = own.get(reverse("admin:serialization_capturejob_changelist"))
+    detail = own.get(reverse("admin:serialization_capturejob_change", args=[job.pk]))
+
+    assert changelist.status_code == detail.status_code == 200
+    assert [row.pk for row in changelist.context["cl"].result_list] == [job.pk]
+    assert "event 2: serial &lt;X&gt; unknown" in detail.text  # the problem, escaped
+    assert "&quot;rolled_back&quot;" in detail.text
+    assert "Save" not in detail.text  # read-only: what a line sent is not edited
+    assert list(other.get(reverse("admin:serialization_capturejob_changelist")).context["cl"].result_list) == []
+    assert other.get(reverse("admin:serialization_capturejob_change", args=[job.pk])).status_code == 302  # not found
