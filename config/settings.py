@@ -277,9 +277,6 @@ OUTBOX_DROP_ROOT = Path(os.environ.get("OUTBOX_DROP_ROOT", VAR_DIR / "outbox"))
 STANDARDS_DIR = Path(os.environ.get("STANDARDS_DIR", BASE_DIR.parent / "shared" / "standards"))
 # Largest EPCIS document (in EPCs) answered in the request; larger scopes go through a background export job.
 EPCIS_SYNC_MAX_EPCS = int(os.environ.get("EPCIS_SYNC_MAX_EPCS", "20000"))
-# An export job checks its file against the schema before offering it: XML always (streamed, constant memory),
-# JSON-LD up to this many EPCs (the JSON schema validator holds the whole document in memory).
-EPCIS_VALIDATE_JSON_MAX_EPCS = int(os.environ.get("EPCIS_VALIDATE_JSON_MAX_EPCS", "200000"))
 # The capture interface (POST /api/v1/epcis/capture/): largest document in bytes and in events (GS1-EPCIS-Capture-
 # File-Size-Limit / GS1-EPCIS-Capture-Limit); larger ones are refused with 413 and nothing is captured.
 EPCIS_CAPTURE_MAX_BYTES = int(os.environ.get("EPCIS_CAPTURE_MAX_BYTES", str(64 * 1024 * 1024)))

@@ -56,7 +56,6 @@ from serialization.services.batches import (
     transition_batch,
     update_batch,
 )
-from serialization.services.epcis_capture import scope_capture_jobs
 from serialization.services.epcis_exports import create_epcis_export, open_epcis_download, scope_epcis_exports
 from serialization.services.exports import open_export_download
 from serialization.services.imports import start_import
@@ -654,7 +653,7 @@ class CaptureJobAdmin(_ReadOnlyAdmin):
     readonly_fields = fields
 
     def get_queryset(self, request):
-        return scope_capture_jobs(super().get_queryset(request), user=request.user)
+        return selectors.scope_capture_jobs(super().get_queryset(request), user=request.user)
 
     @admin.display(description="errors")
     def problems(self, job: CaptureJob):

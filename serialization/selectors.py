@@ -29,6 +29,7 @@ from serialization.models import (
     Allocation,
     AllocationRange,
     Batch,
+    CaptureJob,
     ExportJob,
     ImportJob,
     LineReport,
@@ -145,6 +146,19 @@ def get_import(*, user, pk: Any) -> ImportJob:
 
 def is_pool_visible(*, user, pool: SerialPool) -> bool:
     return scope_pools(SerialPool.objects.filter(pk=pool.pk), user=user).exists()
+
+
+# --- EPCIS capture jobs --------------------------------------------------------------------------------------------
+
+
+def scope_capture_jobs(queryset: QuerySet[CaptureJob], *, user) -> QuerySet[CaptureJob]:
+    """Capture jobs sent by users of the user's company (every job for the operator's staff)."""
+    return scope_to_company(queryset, user=user, company_field="company_id")
+
+
+def get_capture_job(*, user, pk) -> CaptureJob:
+    """A capture job the user may see, or NotFound (404) — the same for another company's job."""
+    return get_visible(scope_capture_jobs(CaptureJob.objects.all(), user=user), pk, "capture job")
 
 
 # --- batches and packaging orders ---------------------------------------------------------------------------------

@@ -35,11 +35,11 @@ from serialization.epcis.capture import (
 )
 from serialization.epcis.query import MAX_PER_PAGE, parse_query, query_events
 from serialization.models import CaptureJob, LineReport
+from serialization.selectors import get_capture_job
 from serialization.services.epcis_capture import (
     ERROR_BEHAVIOUR_HEADER,
     SUPPORTED_EVENTS,
     error_behaviour_from_header,
-    get_capture_job,
     start_capture,
 )
 

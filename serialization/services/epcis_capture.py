@@ -72,14 +72,14 @@ from functools import partial
 
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
 from audit.exceptions import Conflict, DomainError
 from masterdata import gs1
 from masterdata.models import PackagingLevel
-from masterdata.selectors import get_user_company_id, get_visible, scope_to_company
+from masterdata.selectors import get_user_company_id
 from serialization import cbv
 from serialization.epcis.capture import (
     CaptureDocument,
@@ -806,16 +806,3 @@ def _undoing(original: LineReport) -> tuple[str, list[dict]]:
         status=409,
         title="Event cannot be undone",
     )
-
-
-# --- reads ----------------------------------------------------------------------------------------------------------
-
-
-def scope_capture_jobs(queryset: QuerySet[CaptureJob], *, user) -> QuerySet[CaptureJob]:
-    """Capture jobs sent by users of the user's company (every job for the operator's staff)."""
-    return scope_to_company(queryset, user=user, company_field="company_id")
-
-
-def get_capture_job(*, user, pk) -> CaptureJob:
-    """A capture job the user may see, or NotFound (404) — the same for another company's job."""
-    return get_visible(scope_capture_jobs(CaptureJob.objects.all(), user=user), pk, "capture job")

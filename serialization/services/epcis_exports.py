@@ -8,8 +8,8 @@ batch it packed gets what its own lines reported. A job is written for the user 
 
 Every export and every download is written to the access log: the job when it is created (``export``), the file or
 the synchronous document when it is sent (``download``, with the EPC count and the SHA-256 of exactly the bytes
-sent). A job's file is checked against the official schema before it is offered (``EpcisExportJob.validated``; see
-``EPCIS_VALIDATE_JSON_MAX_EPCS``): a document that fails is never offered, the job fails with the problems.
+sent). A job's file is checked against the official schema before it is offered (``EpcisExportJob.validated``), as a
+stream in both syntaxes: a document that fails is never offered, the job fails with the problems.
 """
 
 from __future__ import annotations
@@ -185,15 +185,14 @@ def run_epcis_export(*, job_id: int) -> EpcisExportJob:
                     sink, scope=scope, version=job.version, syntax=job.syntax, progress=progress_of(job), source=source
                 )
             written = EpcisExportJob.objects.values_list("written", flat=True).get(pk=job.pk)
-            validated = job.syntax == "xml" or written <= settings.EPCIS_VALIDATE_JSON_MAX_EPCS
-            if validated:
-                problems = validate_epcis_document(path, version=job.version, syntax=job.syntax)
-                if problems:
-                    logger.error("EPCIS export %s failed validation: %s", job.pk, problems)
-                    raise EpcisError(
-                        f"The document failed validation against the EPCIS {job.version} schema, so it is not "
-                        f"offered: {'; '.join(problems[:SHOWN_PROBLEMS])}"
-                    )
+            # Streamed in both syntaxes: memory stays flat however many EPCs the document names.
+            problems = validate_epcis_document(path, version=job.version, syntax=job.syntax)
+            if problems:
+                logger.error("EPCIS export %s failed validation: %s", job.pk, problems)
+                raise EpcisError(
+                    f"The document failed validation against the EPCIS {job.version} schema, so it is not "
+                    f"offered: {'; '.join(problems[:SHOWN_PROBLEMS])}"
+                )
             with path.open("rb") as handle:
                 name = default_storage.save(f"epcis/{path.name}", File(handle))
     except DomainError as exc:
@@ -202,9 +201,7 @@ def run_epcis_export(*, job_id: int) -> EpcisExportJob:
         logger.exception("EPCIS export %s of %s failed", job.pk, scope.label)
         fail_job(job, "The export failed unexpectedly; the worker log has the details. Create a new export to retry.")
     else:
-        finish_job(
-            job, file=name, sha256=sink.sha256, events=events, written=written, total=written, validated=validated
-        )
+        finish_job(job, file=name, sha256=sink.sha256, events=events, written=written, total=written, validated=True)
     job.refresh_from_db()
     return job
 

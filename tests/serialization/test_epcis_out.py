@@ -474,6 +474,72 @@ def test_validator_streams_large_xml_and_still_finds_problems(production, monkey
     ]
 
 
+def test_validator_reads_json_as_a_stream_and_names_each_problem_where_it_is(production, tmp_path):
+    doc = json.loads(document(EpcisScope(batch_id=production.batch.pk)))
+    events = doc["epcisBody"]["eventList"]
+    doc["creationDate"] = "yesterday"  # outside the events
+    events[-1]["eventTime"] = "2025-13-01T00:00:00Z"  # in the last event
+    events[-1]["epcList"].append(events[-1]["epcList"][0])  # the same EPC twice in one list
+    events.append("an event")  # not an object
+    path = tmp_path / "doc.jsonld"
+    path.write_text(json.dumps(doc))
+    last = len(events) - 2
+
+    problems = validate_epcis_document(path, version="2.0", syntax="json")
+
+    assert problems[0] == "creationDate: 'yesterday' is not a 'date-time'"
+    assert f"epcisBody.eventList[{last}].eventTime: '2025-13-01T00:00:00Z' is not a 'date-time'" in problems
+    repeated = "the list holds an item more than once; each may appear once."
+    assert f"epcisBody.eventList[{last}].epcList: {repeated}" in problems
+    assert f"epcisBody.eventList[{last + 1}]: 'an event' is not of type 'object'" in problems
+    assert len(problems) == 4  # each named once, though several rules of the schema refuse the non-object
+
+
+def test_validator_checks_every_epc_of_a_long_list(production):
+    """The schema's references are inlined for speed: an EPC far down a long list is still held to the rule."""
+    doc = json.loads(document(EpcisScope(batch_id=production.batch.pk)))
+    event = doc["epcisBody"]["eventList"][0]
+    event["epcList"] = [f"urn:epc:id:sgtin:952123.0454321.S{n}" for n in range(5_000)]
+    event["epcList"][4_321] = "not a uri"
+
+    problems = validate_epcis_document(json.dumps(doc), version="2.0", syntax="json")
+
+    assert "epcisBody.eventList[0].epcList[4321]: 'not a uri' is not a 'uri'" in problems
+    # The only other complaint is the schema's alternative to a valid epcList (a quantityList), no other EPC.
+    assert [p for p in problems if "epcList[" in p] == [
+        "epcisBody.eventList[0].epcList[4321]: 'not a uri' is not a 'uri'"
+    ]
+
+
+def test_validator_checks_long_epc_lists_a_part_at_a_time(production, monkeypatch, tmp_path):
+    """Memory holds one part of a long list at a time; each EPC is still checked, repeats are found across parts."""
+    from serialization.epcis import validation
+
+    monkeypatch.setattr(validation, "EPC_CHUNK", 3)
+    doc = json.loads(document(EpcisScope(batch_id=production.batch.pk)))
+    events = doc["epcisBody"]["eventList"]
+    commissioning = next(i for i, e in enumerate(events) if len(e.get("epcList", ())) > 7)
+    epcs = events[commissioning]["epcList"]
+    path = tmp_path / "doc.jsonld"
+    path.write_text(json.dumps(doc))
+    assert validate_epcis_document(path, version="2.0", syntax="json") == []
+
+    epcs[5] = {"epc": "x", "of": "a map"}  # in the second part
+    epcs[7] = "not a uri"  # in the third part
+    epcs[-1] = epcs[1]  # a repeat of an EPC of the first part
+    path.write_text(json.dumps(doc))
+
+    problems = validate_epcis_document(path, version="2.0", syntax="json")
+
+    where = f"epcisBody.eventList[{commissioning}].epcList"
+    assert f"{where}[7]: 'not a uri' is not a 'uri'" in problems
+    assert f"{where}: the list holds an item more than once; each may appear once." in problems
+    assert [p for p in problems if "epcList[" in p] == [
+        f"{where}[5]: {{'epc': 'x', 'of': 'a map'}} is not of type 'string'",
+        f"{where}[7]: 'not a uri' is not a 'uri'",
+    ]
+
+
 def test_validator_says_when_the_document_is_not_json_or_xml():
     assert validate_epcis_document(b"{", version="2.0", syntax="json")[0].startswith("The document is not JSON")
     assert validate_epcis_document(b"<a>", version="2.0", syntax="xml")[0].startswith(
