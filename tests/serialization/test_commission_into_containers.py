@@ -205,8 +205,8 @@ def test_a_malformed_parent_sscc_is_invalid_sscc_on_its_line(line):
     )
 
     assert rejected(report) == [(2, "invalid_sscc"), (3, "invalid_sscc"), (4, "invalid_sscc")]
-    assert error_on(report, 2, "invalid_sscc")["serial"] in {line.units[1], bad_check_digit}
-    assert error_on(report, 3, "invalid_sscc")["serial"] in {line.units[2], "12345"}
+    assert error_on(report, 2, "invalid_sscc")["serial"] == bad_check_digit  # the parent named
+    assert error_on(report, 3, "invalid_sscc")["serial"] == "12345"
     assert snapshot() == before
     assert Pack.objects.count() == 1 and PackEvent.objects.count() == 1
 
@@ -220,7 +220,7 @@ def test_a_parent_nowhere_commissioned_is_not_commissioned_naming_the_parent(lin
     assert rejected(report) == [(2, "not_commissioned"), (3, "not_commissioned")]
     assert line.ssccs[5] in error_on(report, 2, "not_commissioned")["problem"]
     assert line.ssccs[6] in error_on(report, 3, "not_commissioned")["problem"]
-    assert error_on(report, 2, "not_commissioned")["serial"] in {line.units[1], line.ssccs[5]}
+    assert error_on(report, 2, "not_commissioned")["serial"] == line.ssccs[5]
     assert snapshot() == before
 
 
@@ -232,7 +232,7 @@ def test_a_decommissioned_parent_is_refused(line):
     report = commissioning(line, [unit_in(line, 0, 1), unit_in(line, 1, 0)])
 
     assert rejected(report) == [(2, "decommissioned")]
-    assert error_on(report, 2, "decommissioned")["serial"] in {line.units[1], line.ssccs[0]}
+    assert error_on(report, 2, "decommissioned")["serial"] == line.ssccs[0]
     assert snapshot() == before
 
 
@@ -244,7 +244,7 @@ def test_a_shipped_parent_is_refused(line):
     report = commissioning(line, [unit_in(line, 0, 0), unit_in(line, 1, 1)])
 
     assert rejected(report) == [(1, "shipped")]
-    assert error_on(report, 1, "shipped")["serial"] in {line.units[0], line.ssccs[0]}
+    assert error_on(report, 1, "shipped")["serial"] == line.ssccs[0]
     assert snapshot() == before
 
 
@@ -264,7 +264,7 @@ def test_levels_go_upward_within_one_report(line):
     )
 
     assert rejected(report) == [(2, "level_order"), (3, "level_order"), (5, "level_order")]
-    assert error_on(report, 3, "level_order")["serial"] in {line.ssccs[2], line.ssccs[0]}
+    assert error_on(report, 3, "level_order")["serial"] == line.ssccs[2]  # the pack that cannot go in
     assert snapshot() == before == []
 
 
@@ -283,7 +283,7 @@ def test_a_container_naming_itself_as_parent_is_refused(line):
 
     assert report.status == LineReport.Status.REJECTED, report.result
     codes = {(e["line"], e["code"]) for e in report.result["errors"]}
-    assert codes and codes <= {(2, "level_order"), (2, "cycle")}
+    assert codes == {(2, "cycle")}
     assert Pack.objects.count() == PackEvent.objects.count() == 0
 
 
@@ -296,7 +296,7 @@ def test_a_case_over_its_quantity_within_the_report_is_refused_on_the_line_that_
     )
 
     assert rejected(report) == [(7, "too_many_children")]
-    assert error_on(report, 7, "too_many_children")["serial"] in {line.units[5], line.ssccs[0]}
+    assert error_on(report, 7, "too_many_children")["serial"] == line.ssccs[0]  # the full case
     assert snapshot() == before
 
 
